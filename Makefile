@@ -1,0 +1,47 @@
+# Quart Auth API: `make run` serves, `make test` tests. Only python3 (3.11+) and make needed.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+
+.PHONY: run test test-sqlite lint format migrate clean
+
+# The venv is rebuilt when a requirements file changes.
+$(BIN)/.runtime: requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	@touch $@
+
+$(BIN)/.dev: requirements-dev.txt $(BIN)/.runtime
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	@touch $@
+
+instance:
+	@mkdir -p instance
+
+## run: install, apply migrations and serve on http://localhost:5000 (SQLite at instance/app.db)
+run: $(BIN)/.runtime instance
+	$(BIN)/alembic upgrade head
+	$(PY) run.py
+
+## migrate: apply the migrations to DATABASE_URL
+migrate: $(BIN)/.runtime instance
+	$(BIN)/alembic upgrade head
+
+## test: the whole suite (SQLite, and PostgreSQL too when TEST_DATABASE_URL is set)
+test: $(BIN)/.dev
+	$(BIN)/pytest
+
+## lint: ruff and mypy
+lint: $(BIN)/.dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(BIN)/.dev
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

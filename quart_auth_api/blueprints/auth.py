@@ -1,0 +1,138 @@
+"""Blueprint `auth` at `/auth`: register, login, refresh, logout, me."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from quart import Blueprint, current_app, request
+from quart_schema import tag_blueprint, validate_request, validate_response
+
+from ..db import get_db
+from ..guards import current_user, get_jwt, get_live_session, jwt_required
+from ..models import User, utcnow
+from ..schemas import LoginIn, MessageOut, RegisterIn, TokenOut, UserOut
+from ..security import ACCESS, REFRESH, mint_token
+from ..services import (
+    Client,
+    authenticate,
+    open_session,
+    register_user,
+    revoke_session,
+    rotate_refresh,
+)
+
+bp = Blueprint("auth", __name__, url_prefix="/auth")
+tag_blueprint(bp, ["auth"])
+
+
+def _client() -> Client:
+    return Client(user_agent=request.headers.get("User-Agent"), ip=request.remote_addr)
+
+
+@bp.post("/register")
+@validate_request(RegisterIn)
+@validate_response(TokenOut, 201)
+async def register(data: RegisterIn) -> tuple[TokenOut, int]:
+    """Create an account and log it in.
+
+    Opens a session and answers with an access token (fresh) and a refresh token.
+    The email is stored lower-cased; a taken email is a 409 `email_taken`.
+    """
+    hasher = current_app.extensions["hasher"]
+    db = get_db()
+    user = await register_user(
+        db, email=data.email, password_hash=await hasher.hash(data.password), name=data.name
+    )
+    session = await open_session(db, user=user, client=_client(), lifetime=_refresh_ttl())
+    return issue_tokens(user, session.id, generation=0, fresh=True), 201
+
+
+@bp.post("/login")
+@validate_request(LoginIn)
+@validate_response(TokenOut)
+async def login(data: LoginIn) -> TokenOut:
+    """Log in with email and password.
+
+    Opens a new session. A wrong email or password is one generic 401
+    `invalid_credentials`, answered in the same time either way.
+    """
+    db = get_db()
+    user = await authenticate(
+        db, hasher=current_app.extensions["hasher"], email=data.email, password=data.password
+    )
+    session = await open_session(db, user=user, client=_client(), lifetime=_refresh_ttl())
+    return issue_tokens(user, session.id, generation=0, fresh=True)
+
+
+@bp.post("/refresh")
+@jwt_required(refresh=True)
+@validate_response(TokenOut)
+async def refresh() -> TokenOut:
+    """Trade a refresh token for new tokens.
+
+    Send the refresh token as `Authorization: Bearer`. The refresh token rotates:
+    the old one stops working, except that for `JWT_REFRESH_REUSE_INTERVAL` seconds
+    it still answers with the current tokens (several tabs refreshing at once).
+    An older refresh token is a replay: the session is revoked
+    (`refresh_token_reused`).
+    """
+    live = get_live_session()
+    settings = current_app.extensions["settings"]
+    generation = await rotate_refresh(
+        get_db(),
+        live=live,
+        token_generation=get_jwt()["gen"],
+        lifetime=settings.jwt_refresh_token_expires,
+        reuse_interval=settings.jwt_refresh_reuse_interval,
+    )
+    return issue_tokens(live.user, live.session_id, generation=generation, fresh=False)
+
+
+@bp.post("/logout")
+@jwt_required()
+@validate_response(MessageOut)
+async def logout() -> MessageOut:
+    """Log out: revoke the session.
+
+    The session's access and refresh tokens are refused from then on, in every
+    worker and instance.
+    """
+    live = get_live_session()
+    await revoke_session(get_db(), session_id=live.session_id, reason="logout")
+    return MessageOut(message="Successfully logged out.")
+
+
+@bp.get("/me")
+@jwt_required()
+@validate_response(UserOut)
+async def me() -> UserOut:
+    """The current user.
+
+    Needs an access token of a live session.
+    """
+    return UserOut.of(current_user)
+
+
+def _refresh_ttl() -> timedelta:
+    ttl: timedelta = current_app.extensions["settings"].jwt_refresh_token_expires
+    return ttl
+
+
+def issue_tokens(user: User, session_id: uuid.UUID, *, generation: int, fresh: bool) -> TokenOut:
+    """Mint an access and a refresh token for a session and build the token body."""
+    keys = current_app.extensions["token_keys"]
+    now = utcnow()
+    subject, sid = str(user.public_id), str(session_id)
+    access = mint_token(
+        keys, token_type=ACCESS, subject=subject, session_id=sid, now=now, fresh=fresh
+    )
+    refresh = mint_token(
+        keys, token_type=REFRESH, subject=subject, session_id=sid, now=now, generation=generation
+    )
+    return TokenOut(
+        user=UserOut.of(user),
+        access_token=access.token,
+        refresh_token=refresh.token,
+        expires_in=int(keys.access_ttl.total_seconds()),
+    )

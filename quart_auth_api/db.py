@@ -1,0 +1,100 @@
+"""Engine, sessions and the request's `AsyncSession`.
+
+The engine and session factory live on `app.extensions["db"]`, opened in
+`before_serving` and disposed in `after_serving`; each request gets one lazily
+created `AsyncSession`, closed at teardown.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from quart import Quart, current_app, g
+from sqlalchemy import MetaData, event
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import DeclarativeBase
+
+from settings import Settings
+
+SQLITE_BUSY_TIMEOUT_MS = 15_000
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+@dataclass(frozen=True)
+class Database:
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+
+
+def create_engine(settings: Settings, **options: Any) -> AsyncEngine:
+    """Build the async engine; SQLite gets WAL, a busy timeout and foreign keys."""
+    if not settings.is_sqlite:
+        return create_async_engine(
+            settings.database_url, pool_pre_ping=True, hide_parameters=True, **options
+        )
+    engine = create_async_engine(
+        settings.database_url,
+        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+        hide_parameters=True,
+        **options,
+    )
+    event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def open_database(settings: Settings) -> Database:
+    engine = create_engine(settings)
+    return Database(engine, async_sessionmaker(engine, expire_on_commit=False))
+
+
+def init_app(app: Quart) -> None:
+    @app.before_serving
+    async def _open() -> None:
+        app.extensions["db"] = open_database(app.extensions["settings"])
+
+    @app.after_serving
+    async def _close() -> None:
+        database: Database | None = app.extensions.pop("db", None)
+        if database is not None:
+            await database.engine.dispose()
+
+    @app.teardown_appcontext
+    async def _close_session(_error: BaseException | None) -> None:
+        session: AsyncSession | None = g.pop("_db_session", None)
+        if session is not None:
+            await session.close()
+
+
+def get_db() -> AsyncSession:
+    """The current request's session, created on first use."""
+    session: AsyncSession | None = g.get("_db_session")
+    if session is None:
+        database: Database = current_app.extensions["db"]
+        session = g._db_session = database.sessionmaker()
+    return session

@@ -1,0 +1,140 @@
+"""Route guards in the style of Flask-JWT-Extended.
+
+`jwt_required()` is the sole reader of the `Authorization` header. It verifies the
+token (signature, algorithm, claims, type, freshness) and then checks, with one
+indexed query, that the token's session is live and its user active, so a
+logout or a revocation takes effect at once in every worker.
+
+    from quart_auth_api import current_user, get_jwt, jwt_required
+
+    @bp.get("/reports")
+    @jwt_required()
+    async def reports():
+        return {"owner": current_user.email, "session": get_jwt()["sid"]}
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from functools import wraps
+from typing import Any, ParamSpec, TypeVar, cast
+
+from quart import current_app, g, request
+from quart_schema.openapi import QUART_SCHEMA_SECURITY_ATTRIBUTE
+from werkzeug.local import LocalProxy
+
+from . import security
+from .db import get_db
+from .errors import (
+    FreshTokenRequired,
+    TokenExpired,
+    TokenInvalid,
+    TokenMissing,
+    TokenRevoked,
+    WrongTokenType,
+)
+from .models import User
+from .services import LiveSession, load_live_session
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: The OpenAPI security requirement `jwt_required` adds to a route.
+BEARER_SECURITY: list[dict[str, list[str]]] = [{"bearer": []}]
+
+
+def jwt_required(
+    *, refresh: bool = False, fresh: bool = False, optional: bool = False
+) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
+    """Protect a view: a valid access token (or refresh token with `refresh=True`).
+
+    `fresh=True` also needs an access token minted by a password check (login or
+    registration), not by a refresh. `optional=True` lets a request without any
+    token through (then `current_user` is None), but a bad token is still a 401.
+    """
+
+    def decorator(view: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+        @wraps(view)
+        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            await verify_jwt_in_request(refresh=refresh, fresh=fresh, optional=optional)
+            return await view(*args, **kwargs)
+
+        setattr(wrapper, QUART_SCHEMA_SECURITY_ATTRIBUTE, BEARER_SECURITY)
+        return wrapper
+
+    return decorator
+
+
+async def verify_jwt_in_request(
+    *, refresh: bool = False, fresh: bool = False, optional: bool = False
+) -> None:
+    """What `jwt_required` does, callable from a view or a hook."""
+    token = _bearer_token()
+    if token is None:
+        if optional:
+            g._jwt = None
+            return
+        raise TokenMissing()
+    claims = _decode(token)
+    if claims["type"] != ("refresh" if refresh else "access"):
+        needed = "a refresh" if refresh else "an access"
+        raise WrongTokenType(f"This endpoint needs {needed} token.")
+    if fresh and not claims.get("fresh"):
+        raise FreshTokenRequired()
+    live = await load_live_session(
+        get_db(),
+        session_id=uuid.UUID(claims["sid"]),
+        user_public_id=uuid.UUID(claims["sub"]),
+    )
+    if live is None:
+        raise TokenRevoked()
+    g._jwt = claims
+    g._jwt_session = live
+
+
+def _bearer_token() -> str | None:
+    header = request.headers.get("Authorization")
+    if header is None:
+        return None
+    scheme, _, token = header.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or " " in token:
+        raise TokenInvalid("The Authorization header must be 'Bearer <token>'.")
+    return token
+
+
+def _decode(token: str) -> dict[str, Any]:
+    try:
+        return security.decode_token(current_app.extensions["token_keys"], token)
+    except security.TokenExpired:
+        raise TokenExpired() from None
+    except security.TokenError:
+        raise TokenInvalid() from None
+
+
+def get_jwt() -> dict[str, Any]:
+    """The verified claims of the current request's token ({} when optional and absent)."""
+    return dict(g.get("_jwt") or {})
+
+
+def get_jwt_identity() -> str | None:
+    """The `sub` claim (the user's public UUID) of the current token, or None."""
+    return get_jwt().get("sub")
+
+
+def get_live_session() -> LiveSession:
+    """The session the current token belongs to, as the guard checked it."""
+    live = g.get("_jwt_session")
+    if live is None:
+        raise RuntimeError("get_live_session() needs a view behind jwt_required()")
+    return cast(LiveSession, live)
+
+
+def _current_user() -> User | None:
+    live = g.get("_jwt_session")
+    return live.user if live else None
+
+
+#: The user of the current request's token (None when optional and absent).
+current_user: User = cast(User, LocalProxy(_current_user))

@@ -1,0 +1,88 @@
+"""Per-request cross-cutting work: request id, body guards, headers, access log."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+from quart import Quart, Response, current_app, g, has_request_context, request
+from quart.wrappers import Request
+from quart_schema.validation import QUART_SCHEMA_REQUEST_ATTRIBUTE
+
+from .errors import InvalidJson, UnsupportedMediaType
+
+access_log = logging.getLogger("quart_auth_api.access")
+
+REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{8,128}")
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
+HSTS = "max-age=63072000; includeSubDomains"
+
+
+class ApiRequest(Request):
+    """A request whose undecodable JSON is our 400 problem, never framework text."""
+
+    def on_json_loading_failed(self, error: Exception) -> None:
+        raise InvalidJson()
+
+
+class RequestIdFilter(logging.Filter):
+    """Adds `request_id` to every log record (`-` outside a request)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            record.request_id = g.get("request_id", "-") if has_request_context() else "-"
+        return True
+
+
+def init_app(app: Quart) -> None:
+    app.request_class = ApiRequest
+    app.before_request(_start)
+    app.before_request(_require_json_body)
+    app.after_request(_finish)
+
+
+async def _start() -> None:
+    incoming = request.headers.get("X-Request-ID", "")
+    g.request_id = incoming if REQUEST_ID_RE.fullmatch(incoming) else uuid.uuid4().hex
+    g.started = time.perf_counter()
+
+
+async def _require_json_body() -> None:
+    """415 for a body that is not JSON at all, on routes that take a JSON body."""
+    if request.method not in BODY_METHODS or request.url_rule is None:
+        return
+    view = current_app.view_functions.get(request.url_rule.endpoint)
+    if view is not None and hasattr(view, QUART_SCHEMA_REQUEST_ATTRIBUTE) and not request.is_json:
+        raise UnsupportedMediaType()
+
+
+async def _finish(response: Response) -> Response:
+    settings = current_app.extensions["settings"]
+    request_id = g.get("request_id") or uuid.uuid4().hex
+    response.headers["X-Request-ID"] = request_id
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    if settings.is_production:
+        response.headers.setdefault("Strict-Transport-Security", HSTS)
+    if "Cache-Control" not in response.headers:
+        response.headers["Cache-Control"] = "no-store"
+    duration_ms = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
+    access_log.info(
+        "%s %s %s %.1fms",
+        request.method,
+        request.path,
+        response.status_code,
+        duration_ms,
+    )
+    return response

@@ -1,0 +1,163 @@
+"""Wire models (pydantic): what the API accepts (`In`) and answers (`Out`).
+
+Their docstrings and field descriptions feed the OpenAPI document.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+from uuid import UUID
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field
+
+from .models import User
+from .security import BCRYPT_MAX_BYTES
+
+MIN_PASSWORD_CHARS = 8
+MAX_EMAIL_CHARS = 254
+MAX_NAME_CHARS = 100
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+def _email(value: str) -> str:
+    if len(value) > MAX_EMAIL_CHARS:
+        raise ValueError(f"must be at most {MAX_EMAIL_CHARS} characters")
+    return value.lower()
+
+
+def _password_bytes(value: str) -> str:
+    if len(value.encode("utf-8")) > BCRYPT_MAX_BYTES:
+        raise ValueError(
+            f"must be at most {BCRYPT_MAX_BYTES} bytes in UTF-8 (bcrypt's limit); "
+            "use a shorter passphrase"
+        )
+    return value
+
+
+def _name(value: str) -> str:
+    value = value.strip()
+    if not 1 <= len(value) <= MAX_NAME_CHARS:
+        raise ValueError(f"must be 1 to {MAX_NAME_CHARS} characters after trimming")
+    return value
+
+
+Email = Annotated[
+    str,
+    Field(max_length=MAX_EMAIL_CHARS * 4, examples=["ada@example.com"]),
+    AfterValidator(_no_nul),
+    AfterValidator(_email),
+]
+ValidEmail = Annotated[EmailStr, AfterValidator(_email)]
+NewPassword = Annotated[
+    str,
+    Field(min_length=MIN_PASSWORD_CHARS, examples=["correct horse battery"]),
+    AfterValidator(_no_nul),
+    AfterValidator(_password_bytes),
+]
+Password = Annotated[
+    str,
+    Field(min_length=1, examples=["correct horse battery"]),
+    AfterValidator(_no_nul),
+    AfterValidator(_password_bytes),
+]
+Name = Annotated[
+    str,
+    Field(max_length=MAX_NAME_CHARS * 4, examples=["Ada Lovelace"]),
+    AfterValidator(_no_nul),
+    AfterValidator(_name),
+]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class RegisterIn(_In):
+    """A new account: email (unique, case-insensitive), password and display name."""
+
+    email: ValidEmail = Field(description="A valid address, at most 254 characters.")
+    password: NewPassword = Field(description="8 characters to 72 bytes in UTF-8.")
+    name: Name = Field(description="1 to 100 characters after trimming.")
+
+
+class LoginIn(_In):
+    """Credentials of an existing account."""
+
+    email: Email
+    password: Password
+
+
+class UserOut(BaseModel):
+    """A user as the API shows it: never a password hash, never an internal id."""
+
+    id: UUID
+    email: str
+    name: str
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, user: User) -> UserOut:
+        return cls(
+            id=user.public_id,
+            email=user.email,
+            name=user.name,
+            created_at=user.created_at,
+            updated_at=user.updated_at,
+        )
+
+
+class TokenOut(BaseModel):
+    """Tokens for a session, and the user they belong to."""
+
+    user: UserOut
+    access_token: str = Field(description="JWT for `Authorization: Bearer` on API calls.")
+    refresh_token: str = Field(description="JWT for `POST /auth/refresh` only.")
+    token_type: Literal["Bearer"] = "Bearer"  # noqa: S105 (a scheme name, not a secret)
+    expires_in: int = Field(description="Seconds until the access token expires.")
+
+
+class MessageOut(BaseModel):
+    """A plain confirmation."""
+
+    message: str
+
+
+class StatusOut(BaseModel):
+    """Health of the service."""
+
+    status: Literal["ok"] = "ok"
+
+
+class IndexOut(BaseModel):
+    """What this service is and where its documentation lives."""
+
+    name: str
+    version: str
+    docs_url: str
+    openapi_url: str
+
+
+class FieldErrorOut(BaseModel):
+    field: str
+    message: str
+
+
+class ProblemOut(BaseModel):
+    """An RFC 9457 problem document (`application/problem+json`)."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    code: str = Field(description="Stable machine-readable error code.")
+    request_id: str | None = Field(description="Also in the X-Request-ID header and the logs.")
+    errors: list[FieldErrorOut] | None = Field(
+        default=None, description="Per-field problems (validation_failed only)."
+    )

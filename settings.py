@@ -1,0 +1,217 @@
+"""Typed, immutable settings: the only reader of the environment and of `.env`.
+
+`Settings.load()` reads the process environment and the project's `.env` (the
+environment wins), validates every value and stops start-up with one line that
+names the offending variable. Tests build their own with `Settings.for_testing()`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AliasChoices,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+PROJECT_ROOT = Path(__file__).resolve().parent
+MIN_SECRET_BYTES = 32
+
+#: Values copied from tutorials and `.env.example`; production refuses them.
+PLACEHOLDER_SECRETS = frozenset(
+    {
+        "change-me",
+        "changeme",
+        "secret",
+        "secret-key",
+        "your-secret-key",
+        "jwt-secret-key",
+        "your-jwt-secret-key",
+        "dev",
+        "development",
+        "super-secret",
+    }
+)
+
+
+def _seconds(value: Any) -> Any:
+    """Accept a plain number of seconds, as the environment gives it."""
+    if isinstance(value, str) and re.fullmatch(r"\s*\d+(\.\d+)?\s*", value):
+        return float(value)
+    return value
+
+
+Seconds = Annotated[timedelta, BeforeValidator(_seconds)]
+
+
+class ConfigError(SystemExit):
+    """A bad setting: exits start-up with one line naming the variable."""
+
+
+class Settings(BaseSettings):
+    """Every setting of the service, read once and never changed."""
+
+    model_config = SettingsConfigDict(
+        env_file=PROJECT_ROOT / ".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,
+        hide_input_in_errors=True,
+    )
+
+    env: Literal["development", "testing", "production"] = Field(
+        "development", validation_alias=AliasChoices("QUART_ENV", "FLASK_ENV", "env")
+    )
+    # Unset values below are resolved per environment in `_resolve_environment_defaults`.
+    secret_key: SecretStr = SecretStr("")
+    jwt_secret_key: SecretStr = SecretStr("")
+    database_url: str = "sqlite:///instance/app.db"
+    jwt_access_token_expires: Seconds = Field(timedelta(seconds=900), gt=timedelta(0))
+    jwt_refresh_token_expires: Seconds = Field(timedelta(days=30), gt=timedelta(0))
+    jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
+    jwt_issuer: str = Field("quart-auth-api", min_length=1)
+    jwt_audience: str = Field("quart-auth-api", min_length=1)
+    jwt_refresh_reuse_interval: Seconds = Field(timedelta(seconds=10), ge=timedelta(0))
+    bcrypt_rounds: int = Field(12, ge=4, le=31)
+    bcrypt_threads: int = Field(1, ge=1, le=64)
+    host: str = "127.0.0.1"
+    port: int = Field(5000, ge=1, le=65535)
+    web_concurrency: int = Field(1, ge=1, le=256)
+    max_content_length: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    docs_enabled: bool = True
+    debug: bool = False
+
+    # -- construction -------------------------------------------------------
+
+    @classmethod
+    def load(cls, **overrides: Any) -> Settings:
+        """Read the environment; exit with one clear line on a bad value."""
+        try:
+            return cls(**overrides)
+        except ValidationError as error:
+            raise ConfigError(_one_line(error)) from None
+
+    @classmethod
+    def for_testing(cls, **overrides: Any) -> Settings:
+        """Settings for the test suite: no `.env`, fast bcrypt, fixed secrets."""
+        values: dict[str, Any] = {
+            "env": "testing",
+            "secret_key": "test-secret-key-" + "x" * 32,
+            "jwt_secret_key": "test-jwt-secret-key-" + "y" * 32,
+            "database_url": "sqlite:///instance/test.db",
+        }
+        values.update(overrides)
+        return cls(_env_file=None, **values)  # type: ignore[call-arg]
+
+    # -- validation ---------------------------------------------------------
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver_url(cls, value: str) -> str:
+        return to_async_url(value)
+
+    @model_validator(mode="after")
+    def _resolve_environment_defaults(self) -> Settings:
+        production = self.env == "production"
+        given = self.model_fields_set
+        resolved: dict[str, Any] = {}
+        for name in ("secret_key", "jwt_secret_key"):
+            if production:
+                _require_strong_secret(name, getattr(self, name) if name in given else None)
+            elif name not in given or not getattr(self, name).get_secret_value():
+                resolved[name] = SecretStr(secrets.token_urlsafe(48))
+        if production and self.debug:
+            raise ValueError("DEBUG: debug mode is refused in production")
+        if "bcrypt_rounds" not in given:
+            resolved["bcrypt_rounds"] = 4 if self.env == "testing" else 12
+        if "bcrypt_threads" not in given:
+            resolved["bcrypt_threads"] = os.cpu_count() or 1
+        if "web_concurrency" not in given:
+            resolved["web_concurrency"] = (os.cpu_count() or 1) if production else 1
+        for name, value in resolved.items():
+            object.__setattr__(self, name, value)  # still inside validation
+        return self
+
+    # -- derived values -----------------------------------------------------
+
+    @property
+    def is_production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return make_url(self.database_url).get_backend_name() == "sqlite"
+
+    @property
+    def secrets_generated(self) -> bool:
+        """True when no secret was configured and a random one is in use."""
+        return not (
+            "jwt_secret_key" in self.model_fields_set and self.jwt_secret_key.get_secret_value()
+        )
+
+
+def to_async_url(value: str) -> str:
+    """Map a sync-style database URL to its async driver."""
+    try:
+        url = make_url(value)
+    except ArgumentError:
+        raise ValueError("not a database URL (e.g. sqlite:///instance/app.db)") from None
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        url = url.set(drivername="sqlite+aiosqlite")
+        if url.database and url.database != ":memory:" and not os.path.isabs(url.database):
+            url = url.set(database=str(PROJECT_ROOT / url.database))
+    elif backend in ("postgresql", "postgres"):
+        url = url.set(drivername="postgresql+asyncpg")
+    else:
+        raise ValueError(f"unsupported database {backend!r}: use sqlite or postgresql")
+    return _render(url)
+
+
+def _render(url: URL) -> str:
+    return url.render_as_string(hide_password=False)
+
+
+def _require_strong_secret(name: str, secret: SecretStr | None) -> None:
+    variable = name.upper()
+    if secret is None:
+        raise ValueError(f"{variable}: required in production")
+    value = secret.get_secret_value()
+    if value.strip().lower() in PLACEHOLDER_SECRETS or value.startswith("change-me"):
+        raise ValueError(f"{variable}: a placeholder value is refused in production")
+    if len(value.encode()) < MIN_SECRET_BYTES:
+        raise ValueError(f"{variable}: must be at least {MIN_SECRET_BYTES} bytes in production")
+
+
+_ENV_NAMES = {"env": "QUART_ENV"}
+
+
+def _one_line(error: ValidationError) -> str:
+    """Render the first validation problem as `config error: VARIABLE: message`."""
+    first = error.errors(include_url=False)[0]
+    message = first["msg"].removeprefix("Value error, ")
+    location = first["loc"]
+    if location:
+        variable = _ENV_NAMES.get(str(location[0]), str(location[0]).upper())
+        return f"config error: {variable}: {message}"
+    return f"config error: {message}"
