@@ -93,7 +93,9 @@ def configure_logging(settings: Settings) -> None:
     if not any(getattr(h, "_quart_auth_api", False) for h in logger.handlers):
         handler = logging.StreamHandler()
         handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
+            logging.Formatter(
+                "%(asctime)s %(levelname)s %(name)s pid=%(process)d [%(request_id)s] %(message)s"
+            )
         )
         handler.addFilter(RequestIdFilter())
         handler._quart_auth_api = True  # type: ignore[attr-defined]
