@@ -71,6 +71,7 @@ class Settings(BaseSettings):
         frozen=True,
         populate_by_name=True,
         hide_input_in_errors=True,
+        env_ignore_empty=True,
     )
 
     env: Literal["development", "testing", "production"] = Field(

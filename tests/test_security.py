@@ -1,0 +1,167 @@
+"""security.py: bcrypt off the loop, token mint/decode rules."""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from quart_auth_api import create_app, security
+from quart_auth_api.models import User
+from settings import Settings
+
+from .conftest import PASSWORD, register
+
+PACKAGE = Path(security.__file__).parent
+KEYS = security.TokenKeys(
+    secret="k" * 48,
+    algorithm="HS256",
+    issuer="quart-auth-api",
+    audience="quart-auth-api",
+    access_ttl=timedelta(minutes=15),
+    refresh_ttl=timedelta(days=30),
+)
+SUB = "6a0c5ed6-7d5e-4a53-9c43-3f1f0a7c2a11"
+SID = "0f5b1c1e-2f9e-4d0b-8a49-0c2f4c1b9e77"
+
+
+@pytest.fixture
+async def hasher():
+    hasher = security.PasswordHasher(rounds=4, threads=2)
+    yield hasher
+    hasher.close()
+
+
+async def test_hash_and_verify(hasher):
+    hashed = await hasher.hash(PASSWORD)
+    assert hashed.startswith("$2b$04$")
+    assert await hasher.verify(PASSWORD, hashed)
+    assert not await hasher.verify(PASSWORD + "x", hashed)
+
+
+async def test_verify_without_a_hash_is_false_and_still_runs_bcrypt(hasher, monkeypatch):
+    calls = []
+    original = security.bcrypt.checkpw
+    monkeypatch.setattr(security.bcrypt, "checkpw", lambda *a: calls.append(a) or original(*a))
+    assert not await hasher.verify(PASSWORD, None)
+    assert len(calls) == 1
+
+
+async def test_bcrypt_never_runs_on_the_event_loop_thread(hasher, monkeypatch):
+    threads = []
+    original = security.bcrypt.hashpw
+    monkeypatch.setattr(
+        security.bcrypt,
+        "hashpw",
+        lambda *a: threads.append(threading.current_thread()) or original(*a),
+    )
+    await asyncio.gather(*(hasher.hash(PASSWORD) for _ in range(4)))
+    assert threading.main_thread() not in threads
+    assert {thread.name.split("_")[0] for thread in threads} == {"bcrypt"}
+
+
+async def test_passwords_over_72_bytes_are_refused_never_truncated(hasher):
+    with pytest.raises(ValueError):
+        await hasher.hash("é" * 37)  # 74 bytes
+    assert await hasher.verify("a" * 72, await hasher.hash("a" * 72))
+
+
+def test_needs_rehash_when_cost_went_up():
+    hasher = security.PasswordHasher(rounds=12, threads=1)
+    try:
+        assert hasher.needs_rehash("$2b$04$" + "a" * 53)
+        assert not hasher.needs_rehash("$2b$12$" + "a" * 53)
+        assert hasher.needs_rehash("garbage")
+    finally:
+        hasher.close()
+
+
+def mint(token_type="access", **overrides):
+    now = overrides.pop("now", datetime.now(UTC))
+    return security.mint_token(
+        KEYS, token_type=token_type, subject=SUB, session_id=SID, now=now, **overrides
+    )
+
+
+def test_minted_access_token_round_trips():
+    claims = security.decode_token(KEYS, mint(fresh=True).token)
+    assert claims["type"] == "access" and claims["fresh"] is True
+    assert (claims["sub"], claims["sid"]) == (SUB, SID)
+    assert claims["iss"] == claims["aud"] == "quart-auth-api"
+    assert claims["nbf"] == claims["iat"] and claims["exp"] - claims["iat"] == 900
+
+
+def test_refresh_token_carries_the_generation():
+    claims = security.decode_token(KEYS, mint("refresh", generation=3).token)
+    assert claims["type"] == "refresh" and claims["gen"] == 3
+
+
+def test_every_token_names_its_key():
+    from jose import jwt
+
+    header = jwt.get_unverified_header(mint().token)
+    assert header == {"alg": "HS256", "kid": KEYS.kid, "typ": "JWT"}
+    assert KEYS.secret not in KEYS.kid
+
+
+def test_expired_token_is_token_expired():
+    old = datetime.now(UTC) - timedelta(hours=1)
+    with pytest.raises(security.TokenExpired):
+        security.decode_token(KEYS, mint(now=old).token)
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        {"secret": "z" * 48},
+        {"algorithm": "HS512"},
+        {"issuer": "someone-else"},
+        {"audience": "someone-else"},
+    ],
+)
+def test_token_for_other_keys_or_claims_is_refused(other):
+    foreign = security.TokenKeys(**{**KEYS.__dict__, **other})
+    token = security.mint_token(
+        foreign, token_type="access", subject=SUB, session_id=SID, now=datetime.now(UTC)
+    ).token
+    with pytest.raises(security.TokenError):
+        security.decode_token(KEYS, token)
+
+
+def test_only_hmac_algorithms_are_accepted_as_keys():
+    with pytest.raises(ValueError):
+        security.TokenKeys(**{**KEYS.__dict__, "algorithm": "none"})
+
+
+def test_jose_is_imported_only_by_security_py():
+    importers = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            if any(name == "jose" or name.startswith("jose.") for name in names):
+                importers.append(path.name)
+    assert importers == ["security.py"]
+
+
+async def test_login_rehashes_a_password_hashed_at_a_lower_cost(database_url):
+    cheap = create_app(Settings.for_testing(database_url=database_url, bcrypt_rounds=4))
+    async with cheap.test_app():
+        account = await register(cheap.test_client())
+    dearer = create_app(Settings.for_testing(database_url=database_url, bcrypt_rounds=5))
+    async with dearer.test_app():
+        client = dearer.test_client()
+        login = {"email": account.email, "password": PASSWORD}
+        assert (await client.post("/auth/login", json=login)).status_code == 200
+        async with dearer.extensions["db"].sessionmaker() as db:
+            hashed = await db.scalar(select(User.password_hash))
+        assert hashed.startswith("$2b$05$")
+        assert (await client.post("/auth/login", json=login)).status_code == 200

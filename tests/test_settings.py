@@ -1,0 +1,148 @@
+"""settings.py: typed, per-environment, one clear line for a bad value."""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import pytest
+
+from settings import PROJECT_ROOT, ConfigError, Settings, to_async_url
+
+STRONG = "s" * 40
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Start from no settings at all, whatever the developer's shell has."""
+    for name in list(os.environ):
+        if name.startswith(("QUART_", "FLASK_", "JWT_", "BCRYPT_", "DATABASE_")) or name in {
+            "SECRET_KEY",
+            "PORT",
+            "HOST",
+            "WEB_CONCURRENCY",
+            "LOG_LEVEL",
+            "DEBUG",
+        }:
+            monkeypatch.delenv(name)
+
+
+def load(**environment: str) -> Settings:
+    for name, value in environment.items():
+        os.environ[name] = value
+    try:
+        return Settings.load(_env_file=None)
+    finally:
+        for name in environment:
+            del os.environ[name]
+
+
+def test_development_defaults():
+    settings = load()
+    assert settings.env == "development"
+    assert settings.database_url == f"sqlite+aiosqlite:///{PROJECT_ROOT / 'instance/app.db'}"
+    assert settings.jwt_access_token_expires == timedelta(seconds=900)
+    assert settings.jwt_refresh_token_expires == timedelta(days=30)
+    assert settings.jwt_refresh_reuse_interval == timedelta(seconds=10)
+    assert settings.jwt_algorithm == "HS256"
+    assert settings.jwt_issuer == settings.jwt_audience == "quart-auth-api"
+    assert settings.bcrypt_rounds == 12
+    assert (settings.host, settings.port, settings.web_concurrency) == ("127.0.0.1", 5000, 1)
+    assert settings.max_content_length == 64 * 1024
+
+
+def test_development_secrets_are_random_per_process():
+    first, second = load(), load()
+    assert len(first.jwt_secret_key.get_secret_value()) >= 32
+    assert first.jwt_secret_key != second.jwt_secret_key
+    assert first.secrets_generated
+
+
+def test_testing_uses_cheap_bcrypt():
+    assert load(QUART_ENV="testing").bcrypt_rounds == 4
+
+
+def test_flask_env_is_accepted_as_fallback():
+    assert load(FLASK_ENV="testing").env == "testing"
+    assert load(FLASK_ENV="testing", QUART_ENV="development").env == "development"
+
+
+def test_production_with_strong_secrets():
+    settings = load(QUART_ENV="production", SECRET_KEY=STRONG, JWT_SECRET_KEY=STRONG + "j")
+    assert settings.is_production
+    assert settings.web_concurrency == (os.cpu_count() or 1)
+    assert not settings.secrets_generated
+
+
+def test_durations_are_seconds():
+    settings = load(JWT_ACCESS_TOKEN_EXPIRES="60", JWT_REFRESH_REUSE_INTERVAL="0")
+    assert settings.jwt_access_token_expires == timedelta(seconds=60)
+    assert settings.jwt_refresh_reuse_interval == timedelta(0)
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("sqlite:////tmp/x.db", "sqlite+aiosqlite:////tmp/x.db"),
+        ("sqlite:///instance/app.db", f"sqlite+aiosqlite:///{PROJECT_ROOT}/instance/app.db"),
+        ("postgresql://u:p@db:5432/auth", "postgresql+asyncpg://u:p@db:5432/auth"),
+        ("postgres://u@db/auth", "postgresql+asyncpg://u@db/auth"),
+        ("postgresql+asyncpg://u@db/auth", "postgresql+asyncpg://u@db/auth"),
+    ],
+)
+def test_sync_urls_map_to_async_drivers(url, expected):
+    assert to_async_url(url) == expected
+
+
+@pytest.mark.parametrize(
+    ("environment", "line"),
+    [
+        ({"PORT": "http"}, "config error: PORT: "),
+        ({"PORT": "70000"}, "config error: PORT: "),
+        ({"QUART_ENV": "staging"}, "config error: QUART_ENV: "),
+        ({"JWT_ACCESS_TOKEN_EXPIRES": "soon"}, "config error: JWT_ACCESS_TOKEN_EXPIRES: "),
+        ({"JWT_ACCESS_TOKEN_EXPIRES": "0"}, "config error: JWT_ACCESS_TOKEN_EXPIRES: "),
+        ({"BCRYPT_ROUNDS": "3"}, "config error: BCRYPT_ROUNDS: "),
+        ({"JWT_ALGORITHM": "none"}, "config error: JWT_ALGORITHM: "),
+        ({"DATABASE_URL": "not a url"}, "config error: DATABASE_URL: not a database URL"),
+        ({"DATABASE_URL": "mysql://x/y"}, "config error: DATABASE_URL: unsupported database"),
+        ({"DOCS_ENABLED": "perhaps"}, "config error: DOCS_ENABLED: "),
+        ({"QUART_ENV": "production"}, "config error: SECRET_KEY: required in production"),
+        (
+            {"QUART_ENV": "production", "SECRET_KEY": STRONG},
+            "config error: JWT_SECRET_KEY: required in production",
+        ),
+        (
+            {"QUART_ENV": "production", "SECRET_KEY": STRONG, "JWT_SECRET_KEY": "change-me"},
+            "config error: JWT_SECRET_KEY: a placeholder value is refused in production",
+        ),
+        (
+            {"QUART_ENV": "production", "SECRET_KEY": STRONG, "JWT_SECRET_KEY": "x" * 31},
+            "config error: JWT_SECRET_KEY: must be at least 32 bytes in production",
+        ),
+        (
+            {
+                "QUART_ENV": "production",
+                "SECRET_KEY": STRONG,
+                "JWT_SECRET_KEY": STRONG,
+                "DEBUG": "true",
+            },
+            "config error: DEBUG: debug mode is refused in production",
+        ),
+    ],
+)
+def test_bad_value_stops_with_one_line_naming_the_variable(environment, line):
+    with pytest.raises(ConfigError) as raised:
+        load(**environment)
+    message = str(raised.value)
+    assert message.startswith(line), message
+    assert "\n" not in message
+    for value in environment.values():
+        if len(value) >= 31:  # secrets never echoed
+            assert value not in message
+
+
+def test_settings_are_immutable():
+    settings = load()
+    with pytest.raises(Exception):  # noqa: B017 (pydantic's frozen-instance error)
+        settings.port = 1  # type: ignore[misc]
