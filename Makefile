@@ -9,7 +9,6 @@ PY := $(BIN)/python
 # The venv is rebuilt when a requirements file changes.
 $(BIN)/.runtime: requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
 	@touch $@
 

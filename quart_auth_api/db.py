@@ -23,6 +23,7 @@ from sqlalchemy.orm import DeclarativeBase
 from settings import Settings
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
+PG_CONNECT_TIMEOUT_S = 5
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -47,7 +48,11 @@ def create_engine(settings: Settings, **options: Any) -> AsyncEngine:
     """Build the async engine; SQLite gets WAL, a busy timeout and foreign keys."""
     if not settings.is_sqlite:
         return create_async_engine(
-            settings.database_url, pool_pre_ping=True, hide_parameters=True, **options
+            settings.database_url,
+            pool_pre_ping=True,
+            hide_parameters=True,
+            connect_args={"timeout": PG_CONNECT_TIMEOUT_S},
+            **options,
         )
     engine = create_async_engine(
         settings.database_url,

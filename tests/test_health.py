@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from quart_auth_api import __version__
+import pytest
+
+from quart_auth_api import __version__, create_app
+from settings import Settings
+
+from .conftest import problem
 
 
 async def test_index_json_for_api_clients(client):
@@ -39,3 +44,30 @@ async def test_readyz_checks_the_database(client):
     response = await client.get("/readyz")
     assert response.status_code == 200
     assert await response.get_json() == {"status": "ok"}
+
+
+UNREACHABLE = [
+    "postgresql://postgres@127.0.0.1:1/nothing",  # nothing listens on port 1
+    "sqlite:////nonexistent-directory/app.db",  # cannot be opened
+]
+
+
+@pytest.fixture(params=UNREACHABLE, ids=["postgresql-down", "sqlite-unopenable"])
+async def down_client(request):
+    app = create_app(Settings.for_testing(database_url=request.param))
+    async with app.test_app():
+        yield app.test_client()
+
+
+async def test_database_down_readyz_is_503_and_healthz_stays_200(down_client):
+    await problem(await down_client.get("/readyz"), 503, "service_unavailable")
+    assert (await down_client.get("/healthz")).status_code == 200
+
+
+async def test_database_down_login_is_503_problem(down_client):
+    response = await down_client.post(
+        "/auth/login", json={"email": "ada@example.com", "password": "correct horse"}
+    )
+    body = await problem(response, 503, "service_unavailable")
+    assert response.headers["Retry-After"] == "5"
+    assert "127.0.0.1" not in str(body) and "nonexistent" not in str(body)
