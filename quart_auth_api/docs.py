@@ -2,24 +2,140 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any, TypeVar
 
 from quart import Blueprint, Quart, Response, abort, send_from_directory, url_for
 from quart_schema import QuartSchema, hide
-from quart_schema.openapi import HttpSecurityScheme, Info, Tag
-from swagger_ui_bundle import swagger_ui_path
+from quart_schema.openapi import HttpSecurityScheme, Info, OpenAPIProvider, Tag
+from quart_schema.validation import QUART_SCHEMA_REQUEST_ATTRIBUTE
+from werkzeug.routing import Rule
 
 from . import __version__
+from .errors import (
+    ApiError,
+    FreshTokenRequired,
+    InternalError,
+    InvalidJson,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    TokenExpired,
+    TokenInvalid,
+    TokenMissing,
+    TokenRevoked,
+    UnsupportedMediaType,
+    ValidationFailed,
+    WrongTokenType,
+)
+from .guards import BEARER_SECURITY, JWT_REQUIRED_ATTRIBUTE
+from .schemas import ProblemOut
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+API_ERRORS_ATTRIBUTE = "_quart_auth_api_errors"
+EXTRA_RESPONSES_ATTRIBUTE = "_quart_auth_api_responses"
+PROBLEM_REF = "#/components/schemas/ProblemOut"
+BODY_ERRORS = (InvalidJson, PayloadTooLarge, UnsupportedMediaType, ValidationFailed)
+TOKEN_ERRORS = (TokenInvalid, TokenExpired, TokenRevoked, WrongTokenType)
+
+
+def documents_errors(*errors: type[ApiError]) -> Callable[[F], F]:
+    """Declare the problems a view can answer with (beyond those its guards imply)."""
+
+    def decorator(view: F) -> F:
+        known = getattr(view, API_ERRORS_ATTRIBUTE, ())
+        setattr(view, API_ERRORS_ATTRIBUTE, (*known, *errors))
+        return view
+
+    return decorator
+
+
+def documents_response(status: int, description: str) -> Callable[[F], F]:
+    """Declare a bodiless response (a redirect, say) for the OpenAPI document."""
+
+    def decorator(view: F) -> F:
+        known = dict(getattr(view, EXTRA_RESPONSES_ATTRIBUTE, {}))
+        known[status] = description
+        setattr(view, EXTRA_RESPONSES_ATTRIBUTE, known)
+        return view
+
+    return decorator
+
+
+def route_errors(view: Callable[..., Any]) -> list[type[ApiError]]:
+    """Every problem a view can answer with: declared, implied by its body and its guard."""
+    errors: list[type[ApiError]] = list(getattr(view, API_ERRORS_ATTRIBUTE, ()))
+    if hasattr(view, QUART_SCHEMA_REQUEST_ATTRIBUTE):
+        errors.extend(BODY_ERRORS)
+    guard = getattr(view, JWT_REQUIRED_ATTRIBUTE, None)
+    if guard is not None:
+        errors.extend(TOKEN_ERRORS)
+        if not guard["optional"]:
+            errors.append(TokenMissing)
+        if guard["fresh"]:
+            errors.append(FreshTokenRequired)
+        errors.append(ServiceUnavailable)
+    errors.append(InternalError)
+    return list(dict.fromkeys(errors))
+
+
+def problem_responses(errors: Iterable[type[ApiError]]) -> dict[str, Any]:
+    """OpenAPI responses for problems, one per status, listing that status's codes."""
+    by_status: dict[int, list[type[ApiError]]] = defaultdict(list)
+    for error in errors:
+        by_status[error.status].append(error)
+    responses: dict[str, Any] = {}
+    for status, group in sorted(by_status.items()):
+        codes = sorted({error.code for error in group})
+        schema = {
+            "allOf": [
+                {"$ref": PROBLEM_REF},
+                {"type": "object", "properties": {"code": {"enum": codes}}},
+            ]
+        }
+        responses[str(status)] = {
+            "description": f"{group[0].title}: " + ", ".join(f"`{code}`" for code in codes),
+            "content": {"application/problem+json": {"schema": schema}},
+        }
+    return responses
+
+
+class ApiOpenAPIProvider(OpenAPIProvider):
+    """quart-schema's provider, plus every problem response and explicit public routes."""
+
+    def build_paths(self, rule: Rule) -> tuple[dict[str, Any], dict[str, Any]]:
+        paths, components = super().build_paths(rule)
+        view = self._app.view_functions[rule.endpoint]
+        errors = problem_responses(route_errors(view))
+        extra = {
+            str(status): {"description": description}
+            for status, description in getattr(view, EXTRA_RESPONSES_ATTRIBUTE, {}).items()
+        }
+        for operation in (op for path in paths.values() for op in path.values()):
+            operation["responses"] = {
+                **{str(k): v for k, v in operation["responses"].items()},
+                **extra,
+                **errors,
+            }
+            operation.setdefault("security", [])  # public unless a guard says otherwise
+            operation["description"] = operation.get("description", "").strip()
+        problem = ProblemOut.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(problem.pop("$defs", {}))
+        components["ProblemOut"] = problem
+        return paths, components
+
+
+SWAGGER_DIR = Path(__file__).parent / "static" / "swagger-ui"
 SWAGGER_ASSETS = frozenset(
     {
         "swagger-ui-bundle.js",
-        "swagger-ui-standalone-preset.js",
         "swagger-ui.css",
+        "swagger-init.js",
         "favicon-32x32.png",
     }
 )
-STATIC_DIR = Path(__file__).parent / "static"
 
 #: Swagger UI needs inline styles (React style attributes) and data: images; nothing leaves
 #: the origin.
@@ -40,7 +156,6 @@ DOCS_PAGE = """<!doctype html>
 <body>
   <div id="swagger-ui" data-openapi-url="{openapi}"></div>
   <script src="{bundle}"></script>
-  <script src="{preset}"></script>
   <script src="{init}"></script>
 </body>
 </html>
@@ -49,9 +164,13 @@ DOCS_PAGE = """<!doctype html>
 bp = Blueprint("docs", __name__)
 
 
+class ApiQuartSchema(QuartSchema):
+    openapi_provider_class = ApiOpenAPIProvider
+
+
 def init_app(app: Quart) -> None:
     enabled = app.extensions["settings"].docs_enabled
-    QuartSchema(
+    ApiQuartSchema(
         app,
         openapi_path="/openapi.json" if enabled else None,
         swagger_ui_path=None,
@@ -70,6 +189,7 @@ def init_app(app: Quart) -> None:
             Tag(name="main", description="Service information and health."),
         ],
         security_schemes={"bearer": HttpSecurityScheme(scheme="bearer", bearer_format="JWT")},
+        security=BEARER_SECURITY,
     )
     if enabled:
         app.register_blueprint(bp)
@@ -82,7 +202,6 @@ async def swagger_page() -> Response:
         css=url_for("docs.asset", filename="swagger-ui.css"),
         icon=url_for("docs.asset", filename="favicon-32x32.png"),
         bundle=url_for("docs.asset", filename="swagger-ui-bundle.js"),
-        preset=url_for("docs.asset", filename="swagger-ui-standalone-preset.js"),
         init=url_for("docs.asset", filename="swagger-init.js"),
         openapi=url_for("openapi"),
     )
@@ -94,11 +213,8 @@ async def swagger_page() -> Response:
 @bp.get("/docs/assets/<filename>")
 @hide
 async def asset(filename: str) -> Response:
-    if filename == "swagger-init.js":
-        response = await send_from_directory(STATIC_DIR, filename)
-    elif filename in SWAGGER_ASSETS:
-        response = await send_from_directory(Path(str(swagger_ui_path)), filename)
-    else:
+    if filename not in SWAGGER_ASSETS:
         abort(404)
+    response = await send_from_directory(SWAGGER_DIR, filename)
     response.headers["Cache-Control"] = "public, max-age=86400"
     return response

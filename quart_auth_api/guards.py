@@ -42,6 +42,8 @@ R = TypeVar("R")
 
 #: The OpenAPI security requirement `jwt_required` adds to a route.
 BEARER_SECURITY: list[dict[str, list[str]]] = [{"bearer": []}]
+#: What `jwt_required` asks for, read by the OpenAPI document.
+JWT_REQUIRED_ATTRIBUTE = "_quart_auth_api_jwt_required"
 
 
 def jwt_required(
@@ -61,6 +63,11 @@ def jwt_required(
             return await view(*args, **kwargs)
 
         setattr(wrapper, QUART_SCHEMA_SECURITY_ATTRIBUTE, BEARER_SECURITY)
+        setattr(
+            wrapper,
+            JWT_REQUIRED_ATTRIBUTE,
+            {"refresh": refresh, "fresh": fresh, "optional": optional},
+        )
         return wrapper
 
     return decorator

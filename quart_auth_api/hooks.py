@@ -6,6 +6,7 @@ import logging
 import re
 import time
 import uuid
+from typing import Any
 
 from quart import Quart, Response, current_app, g, has_request_context, request
 from quart.wrappers import Request
@@ -31,6 +32,12 @@ HSTS = "max-age=63072000; includeSubDomains"
 
 class ApiRequest(Request):
     """A request whose undecodable JSON is our 400 problem, never framework text."""
+
+    async def get_json(self, force: bool = False, silent: bool = False, cache: bool = True) -> Any:
+        try:
+            return await super().get_json(force=force, silent=silent, cache=cache)
+        except RecursionError:  # valid JSON nested deeper than the parser's stack
+            raise InvalidJson("The request body is nested too deeply.") from None
 
     def on_json_loading_failed(self, error: Exception) -> None:
         raise InvalidJson()

@@ -53,7 +53,7 @@ Email = Annotated[
     AfterValidator(_no_nul),
     AfterValidator(_email),
 ]
-ValidEmail = Annotated[EmailStr, AfterValidator(_email)]
+ValidEmail = Annotated[EmailStr, Field(examples=["ada@example.com"]), AfterValidator(_email)]
 NewPassword = Annotated[
     str,
     Field(min_length=MIN_PASSWORD_CHARS, examples=["correct horse battery"]),

@@ -117,4 +117,4 @@ async def test_guarded_routes_are_documented_with_bearer_security(client):
     assert schema["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     assert schema["paths"]["/reports/mine"]["get"]["security"] == [{"bearer": []}]
     assert schema["paths"]["/auth/me"]["get"]["security"] == [{"bearer": []}]
-    assert "security" not in schema["paths"]["/auth/login"]["post"]
+    assert schema["paths"]["/auth/login"]["post"]["security"] == []  # public

@@ -9,6 +9,8 @@ from quart import Blueprint, current_app, request
 from quart_schema import tag_blueprint, validate_request, validate_response
 
 from ..db import get_db
+from ..docs import documents_errors
+from ..errors import EmailTaken, InvalidCredentials, RefreshTokenReused, ServiceUnavailable
 from ..guards import current_user, get_jwt, get_live_session, jwt_required
 from ..models import User, utcnow
 from ..schemas import LoginIn, MessageOut, RegisterIn, TokenOut, UserOut
@@ -31,6 +33,7 @@ def _client() -> Client:
 
 
 @bp.post("/register")
+@documents_errors(EmailTaken, ServiceUnavailable)
 @validate_request(RegisterIn)
 @validate_response(TokenOut, 201)
 async def register(data: RegisterIn) -> tuple[TokenOut, int]:
@@ -49,6 +52,7 @@ async def register(data: RegisterIn) -> tuple[TokenOut, int]:
 
 
 @bp.post("/login")
+@documents_errors(InvalidCredentials, ServiceUnavailable)
 @validate_request(LoginIn)
 @validate_response(TokenOut)
 async def login(data: LoginIn) -> TokenOut:
@@ -66,6 +70,7 @@ async def login(data: LoginIn) -> TokenOut:
 
 
 @bp.post("/refresh")
+@documents_errors(RefreshTokenReused)
 @jwt_required(refresh=True)
 @validate_response(TokenOut)
 async def refresh() -> TokenOut:

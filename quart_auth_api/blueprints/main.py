@@ -8,6 +8,7 @@ from werkzeug.wrappers import Response
 
 from .. import __version__
 from ..db import get_db
+from ..docs import documents_errors, documents_response
 from ..errors import ServiceUnavailable
 from ..schemas import IndexOut, StatusOut
 from ..services import check_database
@@ -17,6 +18,7 @@ tag_blueprint(bp, ["main"])
 
 
 @bp.get("/")
+@documents_response(302, "A browser (`Accept` prefers `text/html`) is redirected to `/docs`.")
 @validate_response(IndexOut)
 async def index() -> IndexOut | Response:
     """Describe the service.
@@ -48,6 +50,7 @@ async def healthz() -> StatusOut:
 
 
 @bp.get("/readyz")
+@documents_errors(ServiceUnavailable)
 @validate_response(StatusOut)
 async def readyz() -> StatusOut:
     """Readiness: the database answers.
