@@ -9,6 +9,8 @@ tables created once per run and emptied before each test.
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -31,6 +33,7 @@ from settings import Settings, to_async_url
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "").strip()
 BACKENDS = ["sqlite"] + (["postgresql"] if TEST_DATABASE_URL else [])
 PASSWORD = "correct horse battery"
+TOKEN_BODY_KEYS = {"user", "access_token", "refresh_token", "token_type", "expires_in"}
 
 
 async def _reset_schema(url: str, *, drop: bool) -> None:
@@ -151,6 +154,12 @@ async def register(
 async def account(client: TestClientProtocol) -> Account:
     """One registered user, logged in."""
     return await register(client, email="ada@example.com")
+
+
+def claims_of(token: str) -> dict[str, Any]:
+    """The JWT payload, read without verification (what any client can see)."""
+    payload = token.split(".")[1]
+    return dict(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))
 
 
 def bearer(token: str) -> dict[str, str]:

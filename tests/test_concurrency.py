@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import uuid
 
 from sqlalchemy import func, select
 
 from quart_auth_api.models import AuthSession, User
 
-from .conftest import PASSWORD, register
+from .conftest import PASSWORD, claims_of, register
 
 RACERS = 20
-
-
-def claims(token: str) -> dict:
-    payload = token.split(".")[1]
-    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
 
 
 async def scalar(app, statement):
@@ -34,9 +27,9 @@ async def test_parallel_refreshes_with_one_token_rotate_once(app, client):
     )
     statuses = [response.status_code for response in responses]
     assert statuses == [200] * RACERS
-    sid = uuid.UUID(claims(account.refresh_token)["sid"])
+    sid = uuid.UUID(claims_of(account.refresh_token)["sid"])
     assert await scalar(app, select(AuthSession.generation).where(AuthSession.id == sid)) == 1
-    generations = {claims((await r.get_json())["refresh_token"])["gen"] for r in responses}
+    generations = {claims_of((await r.get_json())["refresh_token"])["gen"] for r in responses}
     assert generations == {1}
     newest = (await responses[0].get_json())["refresh_token"]
     again = await client.post("/auth/refresh", headers={"Authorization": f"Bearer {newest}"})
@@ -73,6 +66,6 @@ async def test_parallel_logins_open_parallel_sessions(app, client):
         )
     )
     assert [response.status_code for response in responses] == [200] * RACERS
-    sids = {claims((await r.get_json())["access_token"])["sid"] for r in responses}
+    sids = {claims_of((await r.get_json())["access_token"])["sid"] for r in responses}
     assert len(sids) == RACERS
     assert await scalar(app, select(func.count()).select_from(AuthSession)) == RACERS + 1

@@ -1,0 +1,119 @@
+"""POST /auth/login: the token body, one generic 401 and a new session per login."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import PASSWORD, TOKEN_BODY_KEYS, bearer, claims_of, problem
+
+
+async def login(client, email: str, password: str = PASSWORD):
+    return await client.post("/auth/login", json={"email": email, "password": password})
+
+
+async def test_login_answers_200_with_the_token_body(client, account):
+    response = await login(client, account.email)
+
+    assert response.status_code == 200
+    assert response.mimetype == "application/json"
+    assert response.headers["Cache-Control"] == "no-store"
+    body = await response.get_json()
+    assert set(body) == TOKEN_BODY_KEYS
+    assert body["token_type"] == "Bearer"
+    assert body["expires_in"] == 900
+    assert body["user"] == account.user
+    access, refresh = claims_of(body["access_token"]), claims_of(body["refresh_token"])
+    assert access["type"] == "access" and access["fresh"] is True
+    assert refresh["type"] == "refresh" and refresh["gen"] == 0
+    assert access["sub"] == refresh["sub"] == account.user["id"]
+    text = await response.get_data(as_text=True)
+    assert "$2b$" not in text and "password" not in text.lower()
+
+
+async def test_login_access_token_works(client, account):
+    body = await (await login(client, account.email)).get_json()
+
+    me = await client.get("/auth/me", headers=bearer(body["access_token"]))
+
+    assert me.status_code == 200
+    assert await me.get_json() == account.user
+
+
+@pytest.mark.parametrize("email", ["ADA@EXAMPLE.COM", "Ada@Example.com", "ada@EXAMPLE.com"])
+async def test_login_email_is_case_insensitive(client, account, email):
+    response = await login(client, email)
+
+    assert response.status_code == 200, await response.get_data(as_text=True)
+    assert (await response.get_json())["user"]["email"] == "ada@example.com"
+
+
+async def test_login_with_a_wrong_password_is_401_invalid_credentials(client, account):
+    response = await login(client, account.email, "wrong horse battery")
+
+    body = await problem(response, 401, "invalid_credentials")
+    assert body["title"] == "Unauthorized"
+    assert response.headers["WWW-Authenticate"].startswith("Bearer ")
+    assert "access_token" not in body
+
+
+async def test_login_unknown_email_and_wrong_password_are_indistinguishable(client, account):
+    wrong_password = await login(client, account.email, "wrong horse battery")
+    unknown_email = await login(client, "nobody@example.com")
+
+    wrong_body = await problem(wrong_password, 401, "invalid_credentials")
+    unknown_body = await problem(unknown_email, 401, "invalid_credentials")
+    assert wrong_body.pop("request_id") != unknown_body.pop("request_id")
+    assert wrong_body == unknown_body
+    assert wrong_password.headers["WWW-Authenticate"] == unknown_email.headers["WWW-Authenticate"]
+
+
+async def test_login_with_a_password_over_72_bytes_is_422(client, account):
+    response = await login(client, account.email, "x" * 73)
+
+    body = await problem(response, 422, "validation_failed")
+    assert [e["field"] for e in body["errors"]] == ["password"]
+    assert "72 bytes" in body["errors"][0]["message"]
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        pytest.param({"password": PASSWORD}, "email", id="missing-email"),
+        pytest.param({"email": "ada@example.com"}, "password", id="missing-password"),
+        pytest.param({"email": 1, "password": PASSWORD}, "email", id="email-a-number"),
+        pytest.param({"email": "ada@example.com", "password": None}, "password", id="null"),
+        pytest.param({"email": "ada@example.com", "password": ""}, "password", id="empty"),
+        pytest.param({"email": "ada@example.com", "password": "€" * 25}, "password", id="75b"),
+        pytest.param({"email": "ada\x00@example.com", "password": PASSWORD}, "email", id="nul"),
+    ],
+)
+async def test_login_with_invalid_input_is_422_naming_the_field(client, account, payload, field):
+    response = await client.post("/auth/login", json=payload)
+
+    body = await problem(response, 422, "validation_failed")
+    assert field in [e["field"] for e in body["errors"]], body["errors"]
+
+
+async def test_login_with_a_json_array_body_is_422(client):
+    response = await client.post(
+        "/auth/login", data="[]", headers={"Content-Type": "application/json"}
+    )
+
+    body = await problem(response, 422, "validation_failed")
+    assert [e["field"] for e in body["errors"]] == ["body"]
+
+
+async def test_each_login_opens_a_new_session(client, account):
+    first = await (await login(client, account.email)).get_json()
+    second = await (await login(client, account.email)).get_json()
+
+    sids = {
+        claims_of(account.access_token)["sid"],
+        claims_of(first["access_token"])["sid"],
+        claims_of(second["access_token"])["sid"],
+    }
+    assert len(sids) == 3
+    assert claims_of(first["refresh_token"])["sid"] == claims_of(first["access_token"])["sid"]
+    for token in (account.access_token, first["access_token"], second["access_token"]):
+        me = await client.get("/auth/me", headers=bearer(token))
+        assert me.status_code == 200

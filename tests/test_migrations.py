@@ -1,0 +1,141 @@
+"""Alembic migrations on a brand-new database, on every backend.
+
+Alembic runs as users run it (`python -m alembic ...` in the project root, the URL
+from `DATABASE_URL`), in a subprocess: its `asyncio.run` cannot run in the test's
+loop. The schema is then read back with SQLAlchemy's inspector.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from sqlalchemy import inspect
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
+
+from settings import to_async_url
+from tests.helpers import PROJECT_ROOT, run_alembic
+
+APP_TABLES = {"users", "auth_sessions"}
+
+
+@dataclass(frozen=True)
+class Schema:
+    """What the inspector sees: tables, and per table its named indexes and constraints."""
+
+    tables: set[str]
+    indexes: dict[str, dict[str, tuple[tuple[str, ...], bool]]]
+    unique_constraints: dict[str, dict[str, tuple[str, ...]]]
+    foreign_keys: dict[str, list[dict[str, Any]]]
+    primary_keys: dict[str, str | None]
+
+
+def _read_schema(connection: Any) -> Schema:
+    inspector = inspect(connection)
+    tables = set(inspector.get_table_names())
+    app_tables = tables & APP_TABLES
+    return Schema(
+        tables=tables,
+        indexes={
+            table: {
+                index["name"]: (tuple(index["column_names"]), bool(index["unique"]))
+                for index in inspector.get_indexes(table)
+                if not index.get("duplicates_constraint")  # PostgreSQL's unique-constraint index
+            }
+            for table in app_tables
+        },
+        unique_constraints={
+            table: {
+                uq["name"]: tuple(uq["column_names"])
+                for uq in inspector.get_unique_constraints(table)
+            }
+            for table in app_tables
+        },
+        foreign_keys={table: inspector.get_foreign_keys(table) for table in app_tables},
+        primary_keys={table: inspector.get_pk_constraint(table)["name"] for table in app_tables},
+    )
+
+
+async def inspect_schema(database_url: str) -> Schema:
+    engine = create_async_engine(to_async_url(database_url), poolclass=NullPool)
+    try:
+        async with engine.connect() as connection:
+            return await connection.run_sync(_read_schema)
+    finally:
+        await engine.dispose()
+
+
+async def alembic(database_url: str, *args: str) -> str:
+    """Run alembic in a thread (it blocks on its subprocess); its stdout."""
+    result = await asyncio.to_thread(run_alembic, database_url, *args)
+    return result.stdout
+
+
+def revisions_newest_first() -> list[str]:
+    """The revision ids from head down to the first one (the history is linear)."""
+    script = ScriptDirectory.from_config(Config(str(PROJECT_ROOT / "alembic.ini")))
+    assert len(script.get_heads()) == 1, script.get_heads()
+    return [revision.revision for revision in script.walk_revisions()]
+
+
+async def test_upgrade_head_creates_the_tables_and_indexes(scratch_database_url):
+    """`upgrade head` on an empty database builds both tables with their named
+    indexes, unique constraints, primary keys and the cascading foreign key."""
+    assert (await inspect_schema(scratch_database_url)).tables == set()
+
+    await alembic(scratch_database_url, "upgrade", "head")
+
+    schema = await inspect_schema(scratch_database_url)
+    assert schema.tables == APP_TABLES | {"alembic_version"}
+    assert schema.indexes["auth_sessions"] == {
+        "ix_auth_sessions_user_id": (("user_id",), False),
+        "ix_auth_sessions_expires_at": (("expires_at",), False),
+    }
+    assert schema.unique_constraints["users"] == {
+        "uq_users_email": ("email",),
+        "uq_users_public_id": ("public_id",),
+    }
+    assert schema.primary_keys == {"users": "pk_users", "auth_sessions": "pk_auth_sessions"}
+    [foreign_key] = schema.foreign_keys["auth_sessions"]
+    assert foreign_key["name"] == "fk_auth_sessions_user_id_users"
+    assert foreign_key["constrained_columns"] == ["user_id"]
+    assert (foreign_key["referred_table"], foreign_key["referred_columns"]) == ("users", ["id"])
+    assert foreign_key["options"].get("ondelete") == "CASCADE"
+
+
+async def test_models_and_migrations_agree(scratch_database_url):
+    """After `upgrade head`, `alembic check` finds nothing to autogenerate: every
+    model change has its revision."""
+    await alembic(scratch_database_url, "upgrade", "head")
+
+    output = await alembic(scratch_database_url, "check")
+
+    assert "No new upgrade operations detected" in output
+
+
+async def test_downgrade_steps_back_to_empty_and_upgrade_runs_again(scratch_database_url):
+    """`downgrade -1` steps back one revision at a time until the tables are gone,
+    `downgrade base` removes them too, `upgrade head` rebuilds them each time, and
+    `alembic current` names the head revision."""
+    revisions = revisions_newest_first()
+    await alembic(scratch_database_url, "upgrade", "head")
+    for revision in revisions:
+        assert revision in await alembic(scratch_database_url, "current")
+        await alembic(scratch_database_url, "downgrade", "-1")
+    assert not (await inspect_schema(scratch_database_url)).tables & APP_TABLES
+    assert (await alembic(scratch_database_url, "current")).strip() == ""
+
+    await alembic(scratch_database_url, "upgrade", "head")
+    assert (await inspect_schema(scratch_database_url)).tables >= APP_TABLES
+    await alembic(scratch_database_url, "downgrade", "base")
+    assert not (await inspect_schema(scratch_database_url)).tables & APP_TABLES
+
+    await alembic(scratch_database_url, "upgrade", "head")
+    schema = await inspect_schema(scratch_database_url)
+    assert schema.tables == APP_TABLES | {"alembic_version"}
+    current = await alembic(scratch_database_url, "current")
+    assert current.split() == [revisions[0], "(head)"], current
