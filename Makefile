@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 
-.PHONY: run test test-sqlite lint format migrate clean
+.PHONY: run test fuzz lint format migrate clean
 
 # The venv is rebuilt when a requirements file changes.
 $(BIN)/.runtime: requirements.txt
@@ -31,6 +31,12 @@ migrate: $(BIN)/.runtime instance
 ## test: the whole suite (SQLite, and PostgreSQL too when TEST_DATABASE_URL is set)
 test: $(BIN)/.dev
 	$(BIN)/pytest
+
+## fuzz: the schemathesis conformance run, long and with a random seed (FUZZ_EXAMPLES per operation)
+FUZZ_EXAMPLES ?= 1000
+fuzz: $(BIN)/.dev
+	QAA_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) QAA_FUZZ_SEED=random QAA_FUZZ_TIMEOUT=3600 \
+		$(BIN)/pytest -s -p no:cacheprovider tests/test_conformance.py
 
 ## lint: ruff and mypy
 lint: $(BIN)/.dev

@@ -120,6 +120,8 @@ class ApiOpenAPIProvider(OpenAPIProvider):
                 **errors,
             }
             operation.setdefault("security", [])  # public unless a guard says otherwise
+            if "requestBody" in operation:
+                operation["requestBody"]["required"] = True
             operation["description"] = operation.get("description", "").strip()
         problem = ProblemOut.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(problem.pop("$defs", {}))

@@ -38,6 +38,8 @@ class ApiRequest(Request):
             return await super().get_json(force=force, silent=silent, cache=cache)
         except RecursionError:  # valid JSON nested deeper than the parser's stack
             raise InvalidJson("The request body is nested too deeply.") from None
+        except UnicodeDecodeError:  # JSON must be UTF-8 (RFC 8259)
+            raise InvalidJson("The request body is not valid UTF-8.") from None
 
     def on_json_loading_failed(self, error: Exception) -> None:
         raise InvalidJson()

@@ -5,6 +5,7 @@ Their docstrings and field descriptions feed the OpenAPI document.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Literal
 from uuid import UUID
@@ -19,6 +20,13 @@ MAX_EMAIL_CHARS = 254
 MAX_NAME_CHARS = 100
 
 
+#: Documented in the OpenAPI document as well as checked, so clients see the rule.
+NO_NUL = {"pattern": "^[^\\x00]*$"}
+#: 72 characters is what JSON Schema can say; the 72-byte limit is checked, with its
+#: own message, by `_password_bytes`.
+PASSWORD_LIMITS = {**NO_NUL, "maxLength": BCRYPT_MAX_BYTES}
+
+
 def _no_nul(value: str) -> str:
     if "\x00" in value:
         raise ValueError("must not contain NUL characters")
@@ -26,8 +34,6 @@ def _no_nul(value: str) -> str:
 
 
 def _email(value: str) -> str:
-    if len(value) > MAX_EMAIL_CHARS:
-        raise ValueError(f"must be at most {MAX_EMAIL_CHARS} characters")
     return value.lower()
 
 
@@ -40,36 +46,55 @@ def _password_bytes(value: str) -> str:
     return value
 
 
+#: No control characters but tab, and at least one that is not whitespace: one
+#: regex for the OpenAPI document and for validation (Python's `\s` and ECMA's agree
+#: once control characters are excluded).
+CONTROL = r"\x00-\x08\x0a-\x1f\x7f-\x9f"  # tab is allowed (and trimmed)
+NAME_PATTERN = rf"^[^{CONTROL}]*[^\s{CONTROL}][^{CONTROL}]*$"
+_NAME_RE = re.compile(NAME_PATTERN)
+
+
 def _name(value: str) -> str:
-    value = value.strip()
-    if not 1 <= len(value) <= MAX_NAME_CHARS:
-        raise ValueError(f"must be 1 to {MAX_NAME_CHARS} characters after trimming")
-    return value
+    if not _NAME_RE.fullmatch(value):
+        raise ValueError("must contain a visible character and no control characters")
+    return value.strip()
 
 
 Email = Annotated[
     str,
-    Field(max_length=MAX_EMAIL_CHARS * 4, examples=["ada@example.com"]),
+    Field(max_length=MAX_EMAIL_CHARS, examples=["ada@example.com"], json_schema_extra=NO_NUL),
     AfterValidator(_no_nul),
     AfterValidator(_email),
 ]
-ValidEmail = Annotated[EmailStr, Field(examples=["ada@example.com"]), AfterValidator(_email)]
+ValidEmail = Annotated[
+    EmailStr,
+    Field(max_length=MAX_EMAIL_CHARS, examples=["ada@example.com"]),
+    AfterValidator(_email),
+]
 NewPassword = Annotated[
     str,
-    Field(min_length=MIN_PASSWORD_CHARS, examples=["correct horse battery"]),
+    Field(
+        min_length=MIN_PASSWORD_CHARS,
+        examples=["correct horse battery"],
+        json_schema_extra=PASSWORD_LIMITS,
+    ),
     AfterValidator(_no_nul),
     AfterValidator(_password_bytes),
 ]
 Password = Annotated[
     str,
-    Field(min_length=1, examples=["correct horse battery"]),
+    Field(min_length=1, examples=["correct horse battery"], json_schema_extra=PASSWORD_LIMITS),
     AfterValidator(_no_nul),
     AfterValidator(_password_bytes),
 ]
 Name = Annotated[
     str,
-    Field(max_length=MAX_NAME_CHARS * 4, examples=["Ada Lovelace"]),
-    AfterValidator(_no_nul),
+    Field(
+        min_length=1,
+        max_length=MAX_NAME_CHARS,
+        examples=["Ada Lovelace"],
+        json_schema_extra={"pattern": NAME_PATTERN},
+    ),
     AfterValidator(_name),
 ]
 
@@ -83,7 +108,10 @@ class RegisterIn(_In):
 
     email: ValidEmail = Field(description="A valid address, at most 254 characters.")
     password: NewPassword = Field(description="8 characters to 72 bytes in UTF-8.")
-    name: Name = Field(description="1 to 100 characters after trimming.")
+    name: Name = Field(
+        description="1 to 100 characters, not only whitespace, no control characters; "
+        "stored trimmed."
+    )
 
 
 class LoginIn(_In):

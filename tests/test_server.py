@@ -27,6 +27,7 @@ from tests.helpers import (
     Server,
     free_port,
     new_request_id,
+    production_env,
     run_alembic,
     serve,
     service_env,
@@ -44,17 +45,7 @@ CONFIG_ERROR_TIMEOUT = 20.0
 def production_server(scratch_database_url: str, tmp_path: Path) -> Iterator[Server]:
     """`QUART_ENV=production python run.py` with 2 workers on a migrated database."""
     run_alembic(scratch_database_url, "upgrade", "head")
-    env = service_env(
-        QUART_ENV="production",
-        WEB_CONCURRENCY="2",
-        HOST="127.0.0.1",
-        PORT=str(free_port()),
-        SECRET_KEY=secrets.token_urlsafe(48)[:48],
-        JWT_SECRET_KEY=secrets.token_urlsafe(48)[:48],
-        BCRYPT_ROUNDS="4",
-        DATABASE_URL=scratch_database_url,
-    )
-    with serve(env, tmp_path / "server.log") as server:
+    with serve(production_env(scratch_database_url), tmp_path / "server.log") as server:
         yield server
 
 
