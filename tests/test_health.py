@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+
 import pytest
 
 from quart_auth_api import __version__, create_app
@@ -57,6 +60,19 @@ async def down_client(request):
     app = create_app(Settings.for_testing(database_url=request.param))
     async with app.test_app():
         yield app.test_client()
+    await aiosqlite_threads_finished()
+
+
+async def aiosqlite_threads_finished() -> None:
+    """Let aiosqlite's worker threads finish while this test's loop still runs.
+
+    After a failed connect, aiosqlite queues its thread's stop without awaiting it;
+    the thread then answers on the loop, which must not be closed by then.
+    """
+    for _ in range(500):  # at most ~5 s
+        if not any("_connection_worker_thread" in t.name for t in threading.enumerate()):
+            return
+        await asyncio.sleep(0.01)
 
 
 async def test_database_down_readyz_is_503_and_healthz_stays_200(down_client):
