@@ -134,7 +134,7 @@ async def test_deeply_nested_json_is_a_client_error_not_a_500(client):
     await problem(response, 400, "invalid_json")
 
 
-@pytest.mark.parametrize("raw", [b'B\xc3(\x0e', b'{"email": "\xff@example.com"}'])
+@pytest.mark.parametrize("raw", [b"B\xc3(\x0e", b'{"email": "\xff@example.com"}'])
 async def test_a_body_that_is_not_utf8_is_400_not_a_500(client, raw):
     response = await client.post("/auth/login", data=raw, headers=JSON)
 
