@@ -23,7 +23,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -57,6 +57,25 @@ def _seconds(value: Any) -> Any:
 Seconds = Annotated[timedelta, BeforeValidator(_seconds)]
 
 
+def _comma_list(value: Any) -> Any:
+    """`a, b,c` from the environment as a tuple; empty items dropped."""
+    if isinstance(value, str):
+        return tuple(item.strip() for item in value.split(",") if item.strip())
+    return value
+
+
+def _rate_limit(value: Any) -> Any:
+    if isinstance(value, str) and not RATE_LIMIT_RE.fullmatch(value.strip()):
+        raise ValueError("expected <count>/<second|minute|hour|day>, e.g. 10/minute")
+    return value.strip() if isinstance(value, str) else value
+
+
+ORIGIN_RE = re.compile(r"https?://[A-Za-z0-9.-]+(:\d{1,5})?")
+RATE_LIMIT_RE = re.compile(r"[1-9]\d{0,8}\s*/\s*(second|minute|hour|day)")
+CommaList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_comma_list)]
+RateLimit = Annotated[str, BeforeValidator(_rate_limit)]
+
+
 class ConfigError(SystemExit):
     """A bad setting: exits start-up with one line naming the variable."""
 
@@ -83,7 +102,17 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///instance/app.db"
     jwt_access_token_expires: Seconds = Field(timedelta(seconds=900), gt=timedelta(0))
     jwt_refresh_token_expires: Seconds = Field(timedelta(days=30), gt=timedelta(0))
-    jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
+    jwt_algorithm: Literal["HS256", "HS384", "HS512", "RS256", "ES256"] = "HS256"
+    #: Retired HMAC secrets still accepted (never used to sign) until their tokens expire.
+    jwt_secret_key_fallbacks: CommaList = ()
+    #: PEM files for RS256/ES256: the signing key and retired public keys still accepted.
+    jwt_private_key_file: Path | None = None
+    jwt_public_key_fallback_files: CommaList = ()
+    #: Where tokens are read from: `headers`, `cookies` or both (`headers,cookies`).
+    jwt_token_location: CommaList = ("headers",)
+    jwt_cookie_secure: bool | None = None
+    jwt_cookie_samesite: Literal["Lax", "Strict", "None"] = "Lax"
+    jwt_cookie_csrf_protect: bool = True
     jwt_issuer: str = Field("quart-auth-api", min_length=1)
     jwt_audience: str = Field("quart-auth-api", min_length=1)
     jwt_refresh_reuse_interval: Seconds = Field(timedelta(seconds=10), ge=timedelta(0))
@@ -93,6 +122,20 @@ class Settings(BaseSettings):
     port: int = Field(5000, ge=1, le=65535)
     web_concurrency: int = Field(1, ge=1, le=256)
     max_content_length: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    #: Rate limits, as `<count>/<second|minute|hour|day>`.
+    rate_limit_enabled: bool = True
+    rate_limit_login: RateLimit = "10/minute"
+    rate_limit_login_ip: RateLimit = "100/minute"
+    rate_limit_register: RateLimit = "5/hour"
+    rate_limit_register_ip: RateLimit = "20/hour"
+    rate_limit_refresh: RateLimit = "30/minute"
+    rate_limit_refresh_ip: RateLimit = "300/minute"
+    #: Shared rate-limit storage for several workers and machines (`redis://host:6379/0`).
+    redis_url: str | None = None
+    #: Proxies in front that append to X-Forwarded-For; 0 trusts none of it.
+    forwarded_proxy_count: int = Field(0, ge=0, le=10)
+    #: Origins allowed by CORS (`https://app.example.com,https://admin.example.com`).
+    cors_origins: CommaList = ()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     docs_enabled: bool = True
     debug: bool = False
@@ -131,6 +174,36 @@ class Settings(BaseSettings):
     def _async_driver_url(cls, value: str) -> str:
         return to_async_url(value)
 
+    @field_validator("jwt_token_location")
+    @classmethod
+    def _token_locations(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = set(value) - {"headers", "cookies"}
+        if not value or unknown:
+            raise ValueError("expected headers, cookies or headers,cookies")
+        return tuple(dict.fromkeys(value))
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for origin in value:
+            if not ORIGIN_RE.fullmatch(origin):
+                raise ValueError(
+                    f"{origin!r} is not an origin like https://app.example.com ('*' is refused)"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _check_keys(self) -> Settings:
+        if self.jwt_algorithm.startswith(("RS", "ES")):
+            if self.jwt_private_key_file is None:
+                raise ValueError(f"JWT_PRIVATE_KEY_FILE: required for {self.jwt_algorithm}")
+            for path in (self.jwt_private_key_file, *map(Path, self.jwt_public_key_fallback_files)):
+                if not path.is_file():
+                    raise ValueError(f"JWT key file not found: {path}")
+        if self.jwt_cookie_samesite == "None" and self.jwt_cookie_secure is False:
+            raise ValueError("JWT_COOKIE_SAMESITE: None needs JWT_COOKIE_SECURE=true")
+        return self
+
     @model_validator(mode="after")
     def _resolve_environment_defaults(self) -> Settings:
         production = self.env == "production"
@@ -143,6 +216,11 @@ class Settings(BaseSettings):
                 resolved[name] = SecretStr(secrets.token_urlsafe(48))
         if production and self.debug:
             raise ValueError("DEBUG: debug mode is refused in production")
+        if production:
+            for fallback in self.jwt_secret_key_fallbacks:
+                _require_strong_secret("jwt_secret_key_fallbacks", SecretStr(fallback))
+        if self.jwt_cookie_secure is None:
+            resolved["jwt_cookie_secure"] = production
         if "bcrypt_rounds" not in given:
             resolved["bcrypt_rounds"] = 4 if self.env == "testing" else 12
         if "bcrypt_threads" not in given:
