@@ -61,6 +61,22 @@ def init_app(app: Quart) -> None:
     app.after_request(_finish)
 
 
+def client_ip() -> str | None:
+    """The client's address: the peer, or, behind `FORWARDED_PROXY_COUNT` trusted proxies
+    that each append to X-Forwarded-For, the address the outermost of them saw."""
+    proxies = current_app.extensions["settings"].forwarded_proxy_count
+    if proxies:
+        forwarded = [
+            hop.strip()
+            for header in request.headers.getlist("X-Forwarded-For")
+            for hop in header.split(",")
+            if hop.strip()
+        ]
+        if len(forwarded) >= proxies:
+            return forwarded[-proxies]
+    return request.remote_addr
+
+
 async def _start() -> None:
     incoming = request.headers.get("X-Request-ID", "")
     g.request_id = incoming if REQUEST_ID_RE.fullmatch(incoming) else uuid.uuid4().hex

@@ -12,6 +12,7 @@ from ..db import get_db
 from ..docs import documents_errors
 from ..errors import EmailTaken, InvalidCredentials, RefreshTokenReused, ServiceUnavailable
 from ..guards import current_user, get_jwt, get_live_session, jwt_required
+from ..hooks import client_ip
 from ..models import User, utcnow
 from ..schemas import LoginIn, MessageOut, RegisterIn, TokenOut, UserOut
 from ..security import ACCESS, REFRESH, mint_token
@@ -29,7 +30,7 @@ tag_blueprint(bp, ["auth"])
 
 
 def _client() -> Client:
-    return Client(user_agent=request.headers.get("User-Agent"), ip=request.remote_addr)
+    return Client(user_agent=request.headers.get("User-Agent"), ip=client_ip())
 
 
 @bp.post("/register")
