@@ -64,7 +64,7 @@ def init_app(app: Quart) -> None:
 def client_ip() -> str | None:
     """The client's address: the peer, or, behind `FORWARDED_PROXY_COUNT` trusted proxies
     that each append to X-Forwarded-For, the address the outermost of them saw."""
-    proxies = current_app.extensions["settings"].forwarded_proxy_count
+    proxies: int = current_app.extensions["settings"].forwarded_proxy_count
     if proxies:
         forwarded = [
             hop.strip()
