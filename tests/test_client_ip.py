@@ -29,6 +29,8 @@ def app_with(proxies: int) -> Quart:
         (1, "198.51.100.1, 203.0.113.9", "203.0.113.9"),  # the spoofed first hop is ignored
         (2, "198.51.100.1, 203.0.113.9", "198.51.100.1"),
         (2, "203.0.113.9", "10.0.0.7"),  # fewer hops than proxies: the peer
+        (1, "x" * 300, "10.0.0.7"),  # not an address: the peer
+        (1, "2001:db8::1", "2001:db8::1"),
     ],
 )
 async def test_client_ip(proxies, forwarded, expected):
