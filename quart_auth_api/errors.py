@@ -12,7 +12,7 @@ import logging
 from typing import Any, ClassVar
 
 from pydantic import ValidationError
-from quart import Quart, Response, g, json
+from quart import Quart, Response, g, json, request
 from quart_schema import RequestSchemaValidationError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
@@ -31,9 +31,13 @@ class ApiError(Exception):
     code: ClassVar[str] = "internal_error"
     detail: ClassVar[str] = "An unexpected error occurred."
 
-    def __init__(self, detail: str | None = None) -> None:
+    #: The security event this failure is logged as (see audit.py), if any.
+    audit_event: ClassVar[str | None] = None
+
+    def __init__(self, detail: str | None = None, **audit_fields: object) -> None:
         super().__init__(detail or self.detail)
         self.message = detail or self.detail
+        self.audit_fields = audit_fields
 
     def headers(self) -> dict[str, str]:
         return {}
@@ -76,6 +80,7 @@ class Unauthorized(ApiError):
 
 class InvalidCredentials(Unauthorized):
     code, detail, bearer_error = "invalid_credentials", "Invalid email or password.", None
+    audit_event = "login_failed"
 
 
 class TokenMissing(Unauthorized):
@@ -100,13 +105,19 @@ class WrongTokenType(Unauthorized):
 
 
 class RefreshTokenReused(Unauthorized):
-    code = "refresh_token_reused"
+    code = audit_event = "refresh_token_reused"
     detail = "This refresh token was already used; the session has been revoked."
 
 
 class FreshTokenRequired(Unauthorized):
     code = "fresh_token_required"
     detail = "This endpoint needs a fresh access token: log in again."
+
+
+class CsrfFailed(Unauthorized):
+    code, bearer_error = "csrf_failed", None
+    audit_event = "csrf_failed"
+    detail = "The X-CSRF-TOKEN header is missing or does not match the token."
 
 
 class NotFound(ApiError):
@@ -235,8 +246,12 @@ def validation_errors(error: RequestSchemaValidationError) -> ApiError:
 
 
 def init_app(app: Quart) -> None:
+    from .audit import audit
+
     @app.errorhandler(ApiError)
     async def _api_error(error: ApiError) -> Response:
+        if error.audit_event is not None:
+            audit(error.audit_event, route=request.endpoint, **error.audit_fields)
         if error.status >= 500:
             log.error("request failed: %s", error.code)
         return problem_response(error)

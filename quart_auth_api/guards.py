@@ -1,6 +1,7 @@
 """Route guards in the style of Flask-JWT-Extended.
 
-`jwt_required()` is the sole reader of the `Authorization` header. It verifies the
+`jwt_required()` is the sole reader of the `Authorization` header (and, with cookie
+transport, of the token cookies through `transport.py`). It verifies the
 token (signature, algorithm, claims, type, freshness) and then checks, with one
 indexed query, that the token's session is live and its user active, so a
 logout or a revocation takes effect at once in every worker.
@@ -27,6 +28,7 @@ from werkzeug.local import LocalProxy
 from . import security
 from .db import get_db
 from .errors import (
+    CsrfFailed,
     FreshTokenRequired,
     TokenExpired,
     TokenInvalid,
@@ -36,6 +38,7 @@ from .errors import (
 )
 from .models import User
 from .services import LiveSession, load_live_session
+from .transport import cookie_token, csrf_ok, headers_enabled
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -77,7 +80,8 @@ async def verify_jwt_in_request(
     *, refresh: bool = False, fresh: bool = False, optional: bool = False
 ) -> None:
     """What `jwt_required` does, callable from a view or a hook."""
-    token = _bearer_token()
+    token = _bearer_token() if headers_enabled() else None
+    by_cookie = token is None and (token := cookie_token(refresh=refresh)) is not None
     if token is None:
         if optional:
             g._jwt = None
@@ -87,6 +91,8 @@ async def verify_jwt_in_request(
     if claims["type"] != ("refresh" if refresh else "access"):
         needed = "a refresh" if refresh else "an access"
         raise WrongTokenType(f"This endpoint needs {needed} token.")
+    if by_cookie and not csrf_ok(claims):
+        raise CsrfFailed()
     if fresh and not claims.get("fresh"):
         raise FreshTokenRequired()
     live = await load_live_session(

@@ -11,6 +11,7 @@ from typing import Any
 
 from quart import Quart, Response, current_app, g, has_request_context, request
 from quart.wrappers import Request
+from quart_cors import cors
 from quart_schema.validation import QUART_SCHEMA_REQUEST_ATTRIBUTE
 
 from .errors import InvalidJson, UnsupportedMediaType
@@ -55,11 +56,26 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+CORS_ALLOW_HEADERS = ("Authorization", "Content-Type", "X-CSRF-TOKEN", "X-Request-ID")
+CORS_EXPOSE_HEADERS = ("X-Request-ID", "Retry-After", "WWW-Authenticate")
+
+
 def init_app(app: Quart) -> None:
     app.request_class = ApiRequest
     app.before_request(_start)
     app.before_request(_require_json_body)
     app.after_request(_finish)
+    settings = app.extensions["settings"]
+    if settings.cors_origins:  # none listed: no CORS header at all, browsers refuse
+        cors(
+            app,
+            allow_origin=list(settings.cors_origins),
+            allow_credentials="cookies" in settings.jwt_token_location,
+            allow_headers=CORS_ALLOW_HEADERS,
+            allow_methods=("GET", "POST"),
+            expose_headers=CORS_EXPOSE_HEADERS,
+            max_age=600,
+        )
 
 
 def client_ip() -> str | None:

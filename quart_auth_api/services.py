@@ -14,6 +14,7 @@ from sqlalchemy import select, text, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from .audit import account_ref
 from .errors import EmailTaken, InvalidCredentials, RefreshTokenReused, TokenRevoked
 from .models import AuthSession, User, utcnow
 from .security import PasswordHasher
@@ -63,7 +64,7 @@ async def authenticate(
     """The user with these credentials; an unknown email costs the same as a wrong password."""
     user = await find_user_by_email(db, email=email)
     if not await hasher.verify(password, user.password_hash if user else None) or user is None:
-        raise InvalidCredentials()
+        raise InvalidCredentials(account=account_ref(email))
     if hasher.needs_rehash(user.password_hash):
         user.password_hash = await hasher.hash(password)
     return user
@@ -154,7 +155,7 @@ async def rotate_refresh(
         await db.commit()
         return live.generation
     await revoke_session(db, session_id=live.session_id, reason="refresh_reuse")
-    raise RefreshTokenReused()
+    raise RefreshTokenReused(user=live.user.public_id, sid=live.session_id)
 
 
 def _within_reuse_interval(

@@ -8,6 +8,7 @@ from datetime import timedelta
 from quart import Blueprint, current_app, request
 from quart_schema import tag_blueprint, validate_request, validate_response
 
+from ..audit import audit
 from ..db import get_db
 from ..docs import documents_errors
 from ..errors import EmailTaken, InvalidCredentials, RefreshTokenReused, ServiceUnavailable
@@ -49,7 +50,7 @@ async def register(data: RegisterIn) -> tuple[TokenOut, int]:
         db, email=data.email, password_hash=await hasher.hash(data.password), name=data.name
     )
     session = await open_session(db, user=user, client=_client(), lifetime=_refresh_ttl())
-    return issue_tokens(user, session.id, generation=0, fresh=True), 201
+    return issue_tokens(user, session.id, generation=0, fresh=True, event="register"), 201
 
 
 @bp.post("/login")
@@ -67,7 +68,7 @@ async def login(data: LoginIn) -> TokenOut:
         db, hasher=current_app.extensions["hasher"], email=data.email, password=data.password
     )
     session = await open_session(db, user=user, client=_client(), lifetime=_refresh_ttl())
-    return issue_tokens(user, session.id, generation=0, fresh=True)
+    return issue_tokens(user, session.id, generation=0, fresh=True, event="login_ok")
 
 
 @bp.post("/refresh")
@@ -92,7 +93,9 @@ async def refresh() -> TokenOut:
         lifetime=settings.jwt_refresh_token_expires,
         reuse_interval=settings.jwt_refresh_reuse_interval,
     )
-    return issue_tokens(live.user, live.session_id, generation=generation, fresh=False)
+    return issue_tokens(
+        live.user, live.session_id, generation=generation, fresh=False, event="refresh"
+    )
 
 
 @bp.post("/logout")
@@ -106,6 +109,7 @@ async def logout() -> MessageOut:
     """
     live = get_live_session()
     await revoke_session(get_db(), session_id=live.session_id, reason="logout")
+    audit("logout", user=live.user.public_id, sid=live.session_id)
     return MessageOut(message="Successfully logged out.")
 
 
@@ -125,8 +129,11 @@ def _refresh_ttl() -> timedelta:
     return ttl
 
 
-def issue_tokens(user: User, session_id: uuid.UUID, *, generation: int, fresh: bool) -> TokenOut:
-    """Mint an access and a refresh token for a session and build the token body."""
+def issue_tokens(
+    user: User, session_id: uuid.UUID, *, generation: int, fresh: bool, event: str
+) -> TokenOut:
+    """Mint an access and a refresh token for a session, log `event`, build the body."""
+    audit(event, user=user.public_id, sid=session_id, gen=generation)
     keys = current_app.extensions["token_keys"]
     now = utcnow()
     subject, sid = str(user.public_id), str(session_id)

@@ -1,0 +1,37 @@
+"""Security events: one structured line each, on the `quart_auth_api.security` logger.
+
+`event=login_failed ip=203.0.113.9 account=acct_3f1c…` — the request id is added by
+the log filter. Never a token, a password, a hash or a raw email: accounts that may not
+exist are named by a one-way digest of their email, known users by their public id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+
+log = logging.getLogger("quart_auth_api.security")
+
+#: Events that mean something was refused, logged at WARNING.
+REFUSALS = frozenset(
+    {"login_failed", "refresh_token_reused", "rate_limited", "csrf_failed", "token_refused"}
+)
+
+
+def audit(event: str, **fields: object) -> None:
+    """Log one security event with the client address and `fields` (None values dropped)."""
+    from .hooks import client_ip  # hooks imports errors, which imports this module
+
+    parts = [f"event={event}", f"ip={client_ip() or '-'}"]
+    parts += [f"{name}={_clean(value)}" for name, value in fields.items() if value is not None]
+    log.log(logging.WARNING if event in REFUSALS else logging.INFO, " ".join(parts))
+
+
+def account_ref(email: str) -> str:
+    """A stable, one-way name for an email address, for correlating log lines."""
+    return "acct_" + hashlib.sha256(email.strip().lower().encode()).hexdigest()[:16]
+
+
+def _clean(value: object) -> str:
+    """One token of the line: no spaces or line breaks a client could inject."""
+    return "".join(c if c.isprintable() and not c.isspace() else "_" for c in str(value))[:80]

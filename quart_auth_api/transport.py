@@ -1,0 +1,124 @@
+"""Token transport by cookie, with Flask-JWT-Extended's names and double-submit CSRF.
+
+With `JWT_TOKEN_LOCATION` including `cookies`, login, registration and refresh set
+four cookies and logout clears them:
+
+- `access_token_cookie` (path `/`) and `refresh_token_cookie` (path `/auth/refresh`):
+  HttpOnly, SameSite (`JWT_COOKIE_SAMESITE`, Lax by default), Secure in production;
+- `csrf_access_token` and `csrf_refresh_token`, same paths, readable by the page's
+  JavaScript, whose value the token also carries as its `csrf` claim.
+
+A state-changing request (not GET, HEAD or OPTIONS) that authenticates by cookie must
+send that value back in the `X-CSRF-TOKEN` header (`csrf_failed` otherwise).
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from quart import Response, after_this_request, current_app, request
+from werkzeug.wrappers import Response as WerkzeugResponse
+
+AnyResponse = Response | WerkzeugResponse
+
+ACCESS_COOKIE = "access_token_cookie"
+REFRESH_COOKIE = "refresh_token_cookie"
+ACCESS_CSRF_COOKIE = "csrf_access_token"
+REFRESH_CSRF_COOKIE = "csrf_refresh_token"
+CSRF_HEADER = "X-CSRF-TOKEN"
+REFRESH_PATH = "/auth/refresh"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+@dataclass(frozen=True)
+class CookieTokens:
+    """What one token body puts into cookies."""
+
+    access_token: str
+    refresh_token: str
+    access_csrf: str
+    refresh_csrf: str
+
+
+def cookies_enabled() -> bool:
+    return "cookies" in current_app.extensions["settings"].jwt_token_location
+
+
+def headers_enabled() -> bool:
+    return "headers" in current_app.extensions["settings"].jwt_token_location
+
+
+def new_csrf_value() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def cookie_token(*, refresh: bool) -> str | None:
+    """The token from its cookie, when cookies are a transport here."""
+    if not cookies_enabled():
+        return None
+    return request.cookies.get(REFRESH_COOKIE if refresh else ACCESS_COOKIE) or None
+
+
+def csrf_ok(claims: dict[str, Any]) -> bool:
+    """Double-submit check for a cookie-authenticated, state-changing request."""
+    settings = current_app.extensions["settings"]
+    if request.method in SAFE_METHODS or not settings.jwt_cookie_csrf_protect:
+        return True
+    sent = request.headers.get(CSRF_HEADER, "")
+    expected = claims.get("csrf")
+    if not sent or not isinstance(expected, str):
+        return False
+    return hmac.compare_digest(sent.encode(), expected.encode())
+
+
+def set_token_cookies(tokens: CookieTokens) -> None:
+    """Set the four cookies on this request's response."""
+    settings = current_app.extensions["settings"]
+    access_age = int(settings.jwt_access_token_expires.total_seconds())
+    refresh_age = int(settings.jwt_refresh_token_expires.total_seconds())
+    cookies = [
+        (ACCESS_COOKIE, tokens.access_token, "/", access_age, True),
+        (REFRESH_COOKIE, tokens.refresh_token, REFRESH_PATH, refresh_age, True),
+        (ACCESS_CSRF_COOKIE, tokens.access_csrf, "/", access_age, False),
+        (REFRESH_CSRF_COOKIE, tokens.refresh_csrf, REFRESH_PATH, refresh_age, False),
+    ]
+
+    @after_this_request
+    async def _set(response: AnyResponse) -> AnyResponse:
+        for name, value, path, max_age, http_only in cookies:
+            response.set_cookie(
+                name,
+                value,
+                max_age=max_age,
+                path=path,
+                secure=settings.jwt_cookie_secure,
+                httponly=http_only,
+                samesite=settings.jwt_cookie_samesite,
+            )
+        return response
+
+
+def unset_token_cookies() -> None:
+    """Expire the four cookies on this request's response."""
+    settings = current_app.extensions["settings"]
+    cookies = [
+        (ACCESS_COOKIE, "/", True),
+        (REFRESH_COOKIE, REFRESH_PATH, True),
+        (ACCESS_CSRF_COOKIE, "/", False),
+        (REFRESH_CSRF_COOKIE, REFRESH_PATH, False),
+    ]
+
+    @after_this_request
+    async def _unset(response: AnyResponse) -> AnyResponse:
+        for name, path, http_only in cookies:
+            response.delete_cookie(
+                name,
+                path=path,
+                secure=settings.jwt_cookie_secure,
+                httponly=http_only,
+                samesite=settings.jwt_cookie_samesite,
+            )
+        return response
