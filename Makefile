@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 
-.PHONY: run test fuzz lint format migrate clean
+.PHONY: run test fuzz lint audit format migrate clean
 
 # The venv is rebuilt when a requirements file changes.
 $(BIN)/.runtime: requirements.txt
@@ -43,6 +43,10 @@ lint: $(BIN)/.dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+## audit: known advisories in the pinned runtime dependencies (pip-audit; fails on any found)
+audit: $(BIN)/.dev
+	$(BIN)/pip-audit --requirement requirements.txt --progress-spinner off
 
 format: $(BIN)/.dev
 	$(BIN)/ruff format .

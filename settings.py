@@ -216,6 +216,8 @@ class Settings(BaseSettings):
                 resolved[name] = SecretStr(secrets.token_urlsafe(48))
         if production and self.debug:
             raise ValueError("DEBUG: debug mode is refused in production")
+        if production and self.is_sqlite:
+            _require_writable_sqlite(self.database_url)
         if production:
             for fallback in self.jwt_secret_key_fallbacks:
                 _require_strong_secret("jwt_secret_key_fallbacks", SecretStr(fallback))
@@ -269,6 +271,18 @@ def to_async_url(value: str) -> str:
 
 def _render(url: URL) -> str:
     return url.render_as_string(hide_password=False)
+
+
+def _require_writable_sqlite(url: str) -> None:
+    """SQLite needs to write the file and, for its WAL and journal, the directory."""
+    database = make_url(url).database or ""
+    if database in ("", ":memory:"):
+        raise ValueError("DATABASE_URL: an in-memory SQLite database is refused in production")
+    path = Path(database)
+    if not os.access(path.parent, os.W_OK | os.X_OK) or (
+        path.exists() and not os.access(path, os.W_OK)
+    ):
+        raise ValueError(f"DATABASE_URL: SQLite path {path} is not writable")
 
 
 def _require_strong_secret(name: str, secret: SecretStr | None) -> None:

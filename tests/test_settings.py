@@ -146,3 +146,24 @@ def test_settings_are_immutable():
     settings = load()
     with pytest.raises(Exception):  # noqa: B017 (pydantic's frozen-instance error)
         settings.port = 1  # type: ignore[misc]
+
+
+def test_production_refuses_a_sqlite_path_in_a_missing_directory(tmp_path):
+    with pytest.raises(ConfigError) as raised:
+        load(
+            QUART_ENV="production",
+            SECRET_KEY=STRONG,
+            JWT_SECRET_KEY=STRONG,
+            DATABASE_URL=f"sqlite:///{tmp_path}/missing/app.db",
+        )
+    assert str(raised.value).startswith("config error: DATABASE_URL: SQLite path")
+
+
+def test_production_on_a_writable_sqlite_path(tmp_path):
+    settings = load(
+        QUART_ENV="production",
+        SECRET_KEY=STRONG,
+        JWT_SECRET_KEY=STRONG,
+        DATABASE_URL=f"sqlite:///{tmp_path}/app.db",
+    )
+    assert settings.is_sqlite
