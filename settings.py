@@ -137,6 +137,29 @@ class Settings(BaseSettings):
     #: Origins allowed by CORS (`https://app.example.com,https://admin.example.com`).
     cors_origins: CommaList = ()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    #: `text` or `json` (one JSON object per line); default json in production.
+    log_format: Literal["text", "json"] | None = None
+    #: Database pool (PostgreSQL; SQLite uses the same pool limits), timeouts in seconds.
+    db_pool_size: int = Field(5, ge=1, le=200)
+    db_max_overflow: int = Field(10, ge=0, le=200)
+    db_pool_timeout: Seconds = Field(timedelta(seconds=5), gt=timedelta(0))
+    db_pool_recycle: Seconds = Field(timedelta(minutes=30), gt=timedelta(0))
+    db_pool_pre_ping: bool = True
+    db_connect_timeout: Seconds = Field(timedelta(seconds=5), gt=timedelta(0))
+    db_command_timeout: Seconds = Field(timedelta(seconds=10), gt=timedelta(0))
+    #: At start: `false` fails fast when the schema is behind the migrations; `true`
+    #: applies them first.
+    db_auto_migrate: bool = False
+    #: hypercorn's grace for in-flight requests after SIGTERM.
+    graceful_timeout: Seconds = Field(timedelta(seconds=10), ge=timedelta(0))
+    #: Session rows expired or revoked longer ago than this are purged.
+    session_retention: Seconds = Field(timedelta(days=7), ge=timedelta(0))
+    #: Background purge every this many seconds in each worker; 0 turns it off.
+    session_purge_interval: Seconds = Field(timedelta(0), ge=timedelta(0))
+    session_purge_batch: int = Field(1000, ge=1, le=100_000)
+    #: Prometheus metrics at /metrics; with METRICS_TOKEN set, it needs that bearer token.
+    metrics_enabled: bool = False
+    metrics_token: SecretStr | None = None
     docs_enabled: bool = True
     debug: bool = False
 
@@ -227,6 +250,8 @@ class Settings(BaseSettings):
             resolved["bcrypt_rounds"] = 4 if self.env == "testing" else 12
         if "bcrypt_threads" not in given:
             resolved["bcrypt_threads"] = os.cpu_count() or 1
+        if self.log_format is None:
+            resolved["log_format"] = "json" if production else "text"
         if "web_concurrency" not in given:
             resolved["web_concurrency"] = (os.cpu_count() or 1) if production else 1
         for name, value in resolved.items():

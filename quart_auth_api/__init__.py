@@ -38,7 +38,7 @@ __all__ = [
 
 def create_app(config: Settings | None = None) -> Quart:
     """Build the app from `config` (default: the environment, via `Settings.load()`)."""
-    from . import db, docs, errors, hooks
+    from . import cli, db, docs, errors, hooks
     from .blueprints import register_blueprints
 
     settings = config or Settings.load()
@@ -60,6 +60,7 @@ def create_app(config: Settings | None = None) -> Quart:
     db.init_app(app)
     docs.init_app(app)
     register_blueprints(app)
+    cli.init_app(app)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     return app
 

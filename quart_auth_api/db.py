@@ -23,7 +23,6 @@ from sqlalchemy.orm import DeclarativeBase
 from settings import Settings
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
-PG_CONNECT_TIMEOUT_S = 5
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -45,13 +44,27 @@ class Database:
 
 
 def create_engine(settings: Settings, **options: Any) -> AsyncEngine:
-    """Build the async engine; SQLite gets WAL, a busy timeout and foreign keys."""
+    """Build the async engine with the pool and timeouts from settings.
+
+    PostgreSQL: bounded connect and statement times, so an outage answers 503 quickly
+    instead of hanging. SQLite: WAL, a busy timeout and foreign keys on every connection.
+    """
+    if "poolclass" not in options:
+        options |= {
+            "pool_size": settings.db_pool_size,
+            "max_overflow": settings.db_max_overflow,
+            "pool_timeout": settings.db_pool_timeout.total_seconds(),
+            "pool_recycle": int(settings.db_pool_recycle.total_seconds()),
+        }
     if not settings.is_sqlite:
         return create_async_engine(
             settings.database_url,
-            pool_pre_ping=True,
+            pool_pre_ping=settings.db_pool_pre_ping,
             hide_parameters=True,
-            connect_args={"timeout": PG_CONNECT_TIMEOUT_S},
+            connect_args={
+                "timeout": settings.db_connect_timeout.total_seconds(),
+                "command_timeout": settings.db_command_timeout.total_seconds(),
+            },
             **options,
         )
     engine = create_async_engine(

@@ -10,7 +10,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, text, update
+from sqlalchemy import delete, or_, select, text, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -201,3 +201,24 @@ async def check_database(db: AsyncSession) -> bool:
     except (OSError, TimeoutError, SQLAlchemyError):
         return False
     return True
+
+
+async def purge_sessions(db: AsyncSession, *, older_than: datetime, batch: int) -> int:
+    """Delete one batch of sessions that expired or were revoked before `older_than`.
+
+    Returns the number of rows deleted; call again until it is below `batch`. Safe in
+    several workers at once: PostgreSQL skips rows another purge has locked.
+    """
+    doomed = (
+        select(AuthSession.id)
+        .where(or_(AuthSession.expires_at < older_than, AuthSession.revoked_at < older_than))
+        .limit(batch)
+        .with_for_update(skip_locked=True)
+    )
+    result = await db.execute(
+        delete(AuthSession)
+        .where(AuthSession.id.in_(doomed.scalar_subquery()))
+        .execution_options(synchronize_session=False)
+    )
+    await db.commit()
+    return int(result.rowcount)  # type: ignore[attr-defined]

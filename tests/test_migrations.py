@@ -94,6 +94,7 @@ async def test_upgrade_head_creates_the_tables_and_indexes(scratch_database_url)
     assert schema.indexes["auth_sessions"] == {
         "ix_auth_sessions_user_id": (("user_id",), False),
         "ix_auth_sessions_expires_at": (("expires_at",), False),
+        "ix_auth_sessions_revoked_at": (("revoked_at",), False),
     }
     assert schema.unique_constraints["users"] == {
         "uq_users_email": ("email",),

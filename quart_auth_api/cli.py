@@ -1,0 +1,109 @@
+"""Maintenance: the session purge, as a CLI command and as an optional background task.
+
+    quart --app quart_auth_api purge-sessions            # once, in batches, with progress
+    SESSION_PURGE_INTERVAL=3600 python run.py           # every hour in each worker
+
+Rows that expired or were revoked longer ago than `SESSION_RETENTION` (7 days by
+default: recent revocations stay visible for investigation) are deleted in batches of
+`SESSION_PURGE_BATCH`, each its own short transaction, so writers never wait long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from datetime import timedelta
+
+import click
+from quart import Quart
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from settings import Settings
+
+from .db import Database, create_engine
+from .models import utcnow
+from .services import purge_sessions
+
+log = logging.getLogger("quart_auth_api.maintenance")
+
+
+async def purge_all(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    *,
+    retention: timedelta,
+    batch: int,
+    progress: bool = False,
+) -> int:
+    """Purge batch after batch until a batch comes back short; the rows deleted."""
+    older_than = utcnow() - retention
+    total = 0
+    while True:
+        async with sessionmaker() as db:
+            deleted = await purge_sessions(db, older_than=older_than, batch=batch)
+        total += deleted
+        if progress:
+            click.echo(f"purged {total} session rows so far")
+        if deleted < batch:
+            return total
+
+
+def init_app(app: Quart) -> None:
+    settings: Settings = app.extensions["settings"]
+
+    @app.cli.command("purge-sessions")
+    def purge_sessions_command() -> None:
+        """Delete sessions expired or revoked longer ago than SESSION_RETENTION."""
+        started = time.monotonic()
+        total = asyncio.run(_purge_once(settings))
+        click.echo(f"purge-sessions: {total} rows deleted in {time.monotonic() - started:.1f}s")
+
+    interval = settings.session_purge_interval.total_seconds()
+    if interval <= 0:
+        return
+
+    @app.before_serving
+    async def _start_purging() -> None:
+        app.extensions["purge_task"] = asyncio.create_task(_purge_forever(app, interval))
+
+    @app.after_serving
+    async def _stop_purging() -> None:
+        task: asyncio.Task[None] = app.extensions.pop("purge_task")
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _purge_once(settings: Settings) -> int:
+    from sqlalchemy.pool import NullPool
+
+    engine = create_engine(settings, poolclass=NullPool)
+    try:
+        return await purge_all(
+            async_sessionmaker(engine, expire_on_commit=False),
+            retention=settings.session_retention,
+            batch=settings.session_purge_batch,
+            progress=True,
+        )
+    finally:
+        await engine.dispose()
+
+
+async def _purge_forever(app: Quart, interval: float) -> None:
+    settings: Settings = app.extensions["settings"]
+    while True:
+        await asyncio.sleep(interval)
+        database: Database = app.extensions["db"]
+        try:
+            total = await purge_all(
+                database.sessionmaker,
+                retention=settings.session_retention,
+                batch=settings.session_purge_batch,
+            )
+        except (SQLAlchemyError, OSError, TimeoutError) as error:  # try again next time
+            log.error("session purge failed: %s", type(error).__name__)
+            continue
+        if total:
+            log.info("session purge: %d rows deleted", total)
