@@ -109,6 +109,37 @@ def init_app(app: Quart) -> None:
             await session.close()
 
 
+async def schema_problem(settings: Settings) -> str | None:
+    """Why the database's schema is not at the migrations' head, or None when it is."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+    from sqlalchemy.pool import NullPool
+
+    head = ScriptDirectory.from_config(alembic_config(settings)).get_current_head()
+    engine = create_engine(settings, poolclass=NullPool)
+    try:
+        async with engine.connect() as connection:
+            current = await connection.run_sync(
+                lambda sync: MigrationContext.configure(sync).get_current_revision()
+            )
+    finally:
+        await engine.dispose()
+    if current == head:
+        return None
+    return f"the database schema is at {current or 'nothing'}, the migrations at {head}"
+
+
+def alembic_config(settings: Settings) -> Any:
+    """Alembic's configuration for this project, on `settings.database_url`."""
+    from alembic.config import Config
+
+    from settings import PROJECT_ROOT
+
+    config = Config(str(PROJECT_ROOT / "alembic.ini"))
+    config.attributes["database_url"] = settings.database_url
+    return config
+
+
 def get_db() -> AsyncSession:
     """The current request's session, created on first use."""
     session: AsyncSession | None = g.get("_db_session")
