@@ -9,7 +9,10 @@ Development: one worker on 127.0.0.1:5000. Production (`QUART_ENV=production`):
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
+import tempfile
+from pathlib import Path
 
 from hypercorn.config import Config
 from hypercorn.run import run
@@ -35,6 +38,17 @@ def require_current_schema(settings: Settings) -> None:
             f"schema error: {problem}; run `alembic upgrade head` "
             "(or set DB_AUTO_MIGRATE=true to apply migrations at start)"
         )
+
+
+def share_metrics_directory(settings: Settings) -> None:
+    """One empty prometheus-client directory for all workers (they inherit the variable)."""
+    directory = settings.prometheus_multiproc_dir or Path(
+        tempfile.mkdtemp(prefix="quart-auth-api-metrics-")
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):  # samples of an earlier run
+        stale.unlink()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
 
 
 def migrate(settings: Settings) -> None:
@@ -75,6 +89,8 @@ def main() -> int:
             "config error: JWT_SECRET_KEY: set it when WEB_CONCURRENCY > 1 "
             "(each worker would otherwise sign with its own random key)"
         )
+    if settings.metrics_enabled and settings.web_concurrency > 1:
+        share_metrics_directory(settings)
     mode = "production" if settings.is_production else settings.env
     print(
         f"Quart Auth API ({mode}) on http://{settings.host}:{settings.port} "

@@ -160,6 +160,9 @@ class Settings(BaseSettings):
     #: Prometheus metrics at /metrics; with METRICS_TOKEN set, it needs that bearer token.
     metrics_enabled: bool = False
     metrics_token: SecretStr | None = None
+    #: prometheus-client's shared directory for several workers (run.py makes a fresh
+    #: one when unset); also read by prometheus-client itself.
+    prometheus_multiproc_dir: Path | None = None
     docs_enabled: bool = True
     debug: bool = False
 

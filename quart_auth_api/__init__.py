@@ -8,8 +8,6 @@ routes are protected as they would be with Flask-JWT-Extended::
 
 from __future__ import annotations
 
-import logging
-
 from quart import Quart
 
 from settings import Settings
@@ -38,7 +36,7 @@ __all__ = [
 
 def create_app(config: Settings | None = None) -> Quart:
     """Build the app from `config` (default: the environment, via `Settings.load()`)."""
-    from . import cli, db, docs, errors, hooks
+    from . import cli, db, docs, errors, hooks, logs, metrics
     from .blueprints import register_blueprints
 
     settings = config or Settings.load()
@@ -53,7 +51,7 @@ def create_app(config: Settings | None = None) -> Quart:
     )
     app.extensions["settings"] = settings
     app.extensions["token_keys"] = token_keys(settings)
-    configure_logging(settings)
+    logs.configure_logging(settings)
     _init_hasher(app, settings)
     hooks.init_app(app)
     errors.init_app(app)
@@ -61,6 +59,7 @@ def create_app(config: Settings | None = None) -> Quart:
     docs.init_app(app)
     register_blueprints(app)
     cli.init_app(app)
+    metrics.init_app(app)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     return app
 
@@ -83,22 +82,3 @@ def _init_hasher(app: Quart, settings: Settings) -> None:
     @app.after_serving
     async def _close_hasher() -> None:
         hasher.close()
-
-
-def configure_logging(settings: Settings) -> None:
-    """One handler on the package logger, with the request id on every line."""
-    from .hooks import RequestIdFilter
-
-    logger = logging.getLogger("quart_auth_api")
-    logger.setLevel(settings.log_level)
-    if not any(getattr(h, "_quart_auth_api", False) for h in logger.handlers):
-        handler = logging.StreamHandler()
-        handler.setFormatter(
-            logging.Formatter(
-                "%(asctime)s %(levelname)s %(name)s pid=%(process)d [%(request_id)s] %(message)s"
-            )
-        )
-        handler.addFilter(RequestIdFilter())
-        handler._quart_auth_api = True  # type: ignore[attr-defined]
-        logger.addHandler(handler)
-        logger.propagate = False

@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import logging
 
+from .metrics import count_event
+
 log = logging.getLogger("quart_auth_api.security")
 
 #: Events that mean something was refused, logged at WARNING.
@@ -22,9 +24,13 @@ def audit(event: str, **fields: object) -> None:
     """Log one security event with the client address and `fields` (None values dropped)."""
     from .hooks import client_ip  # hooks imports errors, which imports this module
 
-    parts = [f"event={event}", f"ip={client_ip() or '-'}"]
-    parts += [f"{name}={_clean(value)}" for name, value in fields.items() if value is not None]
-    log.log(logging.WARNING if event in REFUSALS else logging.INFO, " ".join(parts))
+    values = {"ip": client_ip() or "-"} | {
+        name: _clean(value) for name, value in fields.items() if value is not None
+    }
+    message = " ".join([f"event={event}", *(f"{name}={value}" for name, value in values.items())])
+    level = logging.WARNING if event in REFUSALS else logging.INFO
+    log.log(level, message, extra={"event": event, **values})
+    count_event(event)
 
 
 def account_ref(email: str) -> str:

@@ -134,5 +134,11 @@ async def _finish(response: Response) -> Response:
         request.path,
         response.status_code,
         duration_ms,
+        extra={
+            "method": request.method,
+            "path": request.path,
+            "status": response.status_code,
+            "duration_ms": round(duration_ms, 2),
+        },
     )
     return response

@@ -10,7 +10,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, or_, select, text, update
+from sqlalchemy import delete, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -222,3 +222,13 @@ async def purge_sessions(db: AsyncSession, *, older_than: datetime, batch: int) 
     )
     await db.commit()
     return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def count_live_sessions(db: AsyncSession) -> int:
+    """Sessions neither revoked nor expired."""
+    live = await db.scalar(
+        select(func.count())
+        .select_from(AuthSession)
+        .where(AuthSession.revoked_at.is_(None), AuthSession.expires_at > utcnow())
+    )
+    return int(live or 0)

@@ -1,0 +1,146 @@
+"""Structured logs and Prometheus metrics."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from quart import Quart
+
+from quart_auth_api import create_app
+from quart_auth_api.logs import configure_logging
+from settings import Settings
+from tests.conftest import PASSWORD, bearer, problem, register
+from tests.helpers import production_env, run_alembic, serve
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """The value of one Prometheus sample (0 when absent)."""
+    wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    for line in text.splitlines():
+        if line.startswith(f"{name}{{") or line.startswith(f"{name} "):
+            if all(f'{k}="{v}"' in line for k, v in labels.items()) or not wanted:
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+@pytest.fixture
+async def metrics_app(database_url: str) -> AsyncIterator[Quart]:
+    app = create_app(
+        Settings.for_testing(
+            database_url=database_url, metrics_enabled=True, metrics_token="m" * 32
+        )
+    )
+    async with app.test_app():
+        yield app
+
+
+METRICS_AUTH = {"Authorization": "Bearer " + "m" * 32}
+
+
+async def test_metrics_are_off_by_default(client):
+    await problem(await client.get("/metrics"), 404, "not_found")
+
+
+async def test_metrics_need_the_token(metrics_app):
+    client = metrics_app.test_client()
+    await problem(await client.get("/metrics"), 401, "token_missing")
+    await problem(
+        await client.get("/metrics", headers={"Authorization": "Bearer wrong"}),
+        401,
+        "token_invalid",
+    )
+    assert (await client.get("/metrics", headers=METRICS_AUTH)).status_code == 200
+
+
+async def test_metrics_count_requests_logins_and_sessions(metrics_app):
+    client = metrics_app.test_client()
+    before = await (await client.get("/metrics", headers=METRICS_AUTH)).get_data(as_text=True)
+    account = await register(client)
+    await client.post("/auth/login", json={"email": account.email, "password": PASSWORD})
+    await client.post("/auth/login", json={"email": account.email, "password": "wrong pass"})
+    await client.get("/auth/me", headers=account.auth)
+    await client.get("/auth/me", headers=bearer("not.a.token"))
+    await client.get("/no/such/path")
+    text = await (await client.get("/metrics", headers=METRICS_AUTH)).get_data(as_text=True)
+
+    def grew(name: str, **labels: str) -> float:
+        return sample(text, name, **labels) - sample(before, name, **labels)
+
+    assert grew("http_requests_total", method="GET", route="/auth/me", status="200") == 1
+    assert grew("http_requests_total", method="GET", route="/auth/me", status="401") == 1
+    assert grew("http_requests_total", method="GET", route="<unmatched>", status="404") == 1
+    assert grew("auth_events_total", event="login_ok") == 1
+    assert grew("auth_events_total", event="login_failed") == 1
+    assert grew("auth_events_total", event="register") == 1
+    assert sample(text, "auth_active_sessions") == 2  # registration + login
+    assert grew("http_request_duration_seconds_count", method="GET", route="/auth/me") == 2
+    assert "/no/such/path" not in text  # raw paths never become labels
+
+
+async def test_json_logs_one_access_line_per_request(app, client):
+    configure_logging(Settings.for_testing(log_format="json"))
+    package = logging.getLogger("quart_auth_api")
+    ours = next(h for h in package.handlers if getattr(h, "_quart_auth_api", False))
+    stream = io.StringIO()
+    capture = logging.StreamHandler(stream)  # the package handler's filter and formatter
+    capture.filters = ours.filters
+    capture.setFormatter(ours.formatter)
+    package.addHandler(capture)
+    try:
+        account = await register(client)
+        await client.get("/auth/me", headers=account.auth)
+    finally:
+        package.removeHandler(capture)
+        configure_logging(app.extensions["settings"])
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    access = [line for line in lines if line["logger"] == "quart_auth_api.access"]
+    assert [(line["method"], line["path"], line["status"]) for line in access] == [
+        ("POST", "/auth/register", 201),
+        ("GET", "/auth/me", 200),
+    ]
+    for line in access:
+        assert line["duration_ms"] >= 0 and line["pid"] > 0
+        assert re.fullmatch(r"[0-9a-f]{32}", line["request_id"])
+        assert line["level"] == "INFO"
+    event = next(line for line in lines if line.get("event") == "register")
+    assert event["user"] == account.user["id"]
+    text = stream.getvalue()
+    assert account.access_token not in text and PASSWORD not in text
+
+
+@pytest.mark.server
+def test_two_workers_report_one_set_of_metrics(tmp_path: Path) -> None:
+    """Every request is counted once, whichever worker answered it."""
+    database_url = f"sqlite:///{tmp_path / 'metrics.db'}"
+    run_alembic(database_url, "upgrade", "head")
+    env = production_env(database_url, workers=2, METRICS_ENABLED="true")
+    requests = 40
+    with serve(env, tmp_path / "server.log") as server:
+        before = httpx.get(f"{server.base_url}/metrics", timeout=5).text
+        for _ in range(requests):  # a fresh connection each: the kernel picks the worker
+            assert httpx.get(f"{server.base_url}/healthz", timeout=5).status_code == 200
+        after = httpx.get(f"{server.base_url}/metrics", timeout=5).text
+        log = server.log()
+    labels = {"method": "GET", "route": "/healthz", "status": "200"}
+    served = sample(after, "http_requests_total", **labels)
+    assert served - sample(before, "http_requests_total", **labels) == requests
+    lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    access = [line for line in lines if line["logger"] == "quart_auth_api.access"]
+    assert len({line["pid"] for line in access if line["path"] == "/healthz"}) == 2, (
+        "both workers should have answered some requests"
+    )
+
+
+def test_log_level_is_applied():
+    configure_logging(Settings.for_testing(log_level="WARNING"))
+    try:
+        assert logging.getLogger("quart_auth_api").level == logging.WARNING
+    finally:
+        configure_logging(Settings.for_testing())
