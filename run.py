@@ -9,13 +9,17 @@ Development: one worker on 127.0.0.1:5000. Production (`QUART_ENV=production`):
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import os
+import signal
 import sys
 import tempfile
+import time
+from multiprocessing.connection import wait
 from pathlib import Path
 
+from hypercorn.asyncio.run import asyncio_worker, uvloop_worker
 from hypercorn.config import Config
-from hypercorn.run import run
 from sqlalchemy.exc import SQLAlchemyError
 
 from quart_auth_api import create_app
@@ -83,6 +87,48 @@ def hypercorn_config(settings: Settings) -> Config:
     return config
 
 
+def serve_workers(config: Config) -> int:
+    """hypercorn's multi-worker `run()`, except that SIGTERM drains every worker.
+
+    hypercorn 0.18 returns when the first worker exits and terminates the others, which
+    cuts their in-flight requests; and its parent keeps the listening socket open, so new
+    connections hang during shutdown. Here every worker gets `GRACEFUL_TIMEOUT` to
+    finish, and the parent closes the sockets at once so new connections are refused.
+    """
+    worker = uvloop_worker if config.worker_class == "uvloop" else asyncio_worker
+    sockets = config.create_sockets()
+    context = multiprocessing.get_context("spawn")
+    shutdown = context.Event()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited by the workers: we decide
+    processes = [
+        context.Process(
+            target=worker,
+            kwargs={"config": config, "sockets": sockets, "shutdown_event": shutdown},
+        )
+        for _ in range(config.workers)
+    ]
+    for process in processes:
+        process.start()
+    listening = [*sockets.secure_sockets, *sockets.insecure_sockets]
+
+    def stop(*_: object) -> None:
+        shutdown.set()  # every worker stops accepting and drains its requests
+        for sock in listening:
+            sock.close()
+
+    for name in ("SIGINT", "SIGTERM"):
+        signal.signal(getattr(signal, name), stop)
+    wait([process.sentinel for process in processes])  # a signal, or a worker died
+    stop()
+    deadline = time.monotonic() + config.graceful_timeout + 5
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+        if process.is_alive():
+            process.kill()
+            process.join()
+    return next((process.exitcode for process in processes if process.exitcode), 0)
+
+
 def main() -> int:
     if settings.secrets_generated and settings.web_concurrency > 1:
         sys.exit(
@@ -97,7 +143,7 @@ def main() -> int:
         f"with {settings.web_concurrency} worker(s); docs at /docs",
         flush=True,
     )
-    return run(hypercorn_config(settings))
+    return serve_workers(hypercorn_config(settings))
 
 
 if __name__ == "__main__":

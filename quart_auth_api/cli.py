@@ -95,7 +95,9 @@ async def _purge_forever(app: Quart, interval: float) -> None:
     settings: Settings = app.extensions["settings"]
     while True:
         await asyncio.sleep(interval)
-        database: Database = app.extensions["db"]
+        database: Database | None = app.extensions.get("db")
+        if database is None:  # not open yet, or closing
+            continue
         try:
             total = await purge_all(
                 database.sessionmaker,

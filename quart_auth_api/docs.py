@@ -36,6 +36,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 API_ERRORS_ATTRIBUTE = "_quart_auth_api_errors"
 EXTRA_RESPONSES_ATTRIBUTE = "_quart_auth_api_responses"
+DOCUMENTED_IF_ATTRIBUTE = "_quart_auth_api_documented_if"
 PROBLEM_REF = "#/components/schemas/ProblemOut"
 BODY_ERRORS = (InvalidJson, PayloadTooLarge, UnsupportedMediaType, ValidationFailed)
 TOKEN_ERRORS = (TokenInvalid, TokenExpired, TokenRevoked, WrongTokenType)
@@ -59,6 +60,17 @@ def documents_response(status: int, description: str) -> Callable[[F], F]:
         known = dict(getattr(view, EXTRA_RESPONSES_ATTRIBUTE, {}))
         known[status] = description
         setattr(view, EXTRA_RESPONSES_ATTRIBUTE, known)
+        return view
+
+    return decorator
+
+
+def documented_if(condition: Callable[[Quart], bool]) -> Callable[[F], F]:
+    """List a route in the OpenAPI document only when `condition(app)` holds: a route
+    that answers nothing but 404 in this configuration is left out."""
+
+    def decorator(view: F) -> F:
+        setattr(view, DOCUMENTED_IF_ATTRIBUTE, condition)
         return view
 
     return decorator
@@ -104,6 +116,13 @@ def problem_responses(errors: Iterable[type[ApiError]]) -> dict[str, Any]:
 
 class ApiOpenAPIProvider(OpenAPIProvider):
     """quart-schema's provider, plus every problem response and explicit public routes."""
+
+    def generate_rules(self) -> Iterable[Rule]:
+        for rule in super().generate_rules():
+            view = self._app.view_functions[rule.endpoint]
+            condition = getattr(view, DOCUMENTED_IF_ATTRIBUTE, None)
+            if condition is None or condition(self._app):
+                yield rule
 
     def build_paths(self, rule: Rule) -> tuple[dict[str, Any], dict[str, Any]]:
         paths, components = super().build_paths(rule)
@@ -189,6 +208,7 @@ def init_app(app: Quart) -> None:
         tags=[
             Tag(name="auth", description="Accounts, tokens and sessions."),
             Tag(name="main", description="Service information and health."),
+            Tag(name="keys", description="Public keys that verify tokens (RS256, ES256)."),
         ],
         security_schemes={"bearer": HttpSecurityScheme(scheme="bearer", bearer_format="JWT")},
         security=BEARER_SECURITY,

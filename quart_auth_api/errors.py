@@ -164,6 +164,21 @@ class ValidationFailed(ApiError):
         return {"errors": self.errors}
 
 
+class RateLimited(ApiError):
+    """429 with `Retry-After`: whole seconds until the limit lets a request through."""
+
+    status, title, code = 429, "Too Many Requests", "rate_limited"
+    audit_event = "rate_limited"
+    detail = "Too many attempts; try again after the number of seconds in Retry-After."
+
+    def __init__(self, retry_after: int, *, scope: str | None = None) -> None:
+        self.retry_after = max(1, retry_after)
+        super().__init__(scope=scope, retry_after=self.retry_after)
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
 # -- 5xx -------------------------------------------------------------------------
 
 
@@ -245,6 +260,21 @@ def validation_errors(error: RequestSchemaValidationError) -> ApiError:
     )
 
 
+#: SQLSTATE prefixes that mean "the database cannot serve now", not "this request is
+#: wrong": connection exceptions (08), operator intervention such as a shutdown or
+#: `cannot_connect_now` (57P), too many connections (53300), a database that does not
+#: accept connections (55000) or does not exist (3D000).
+UNAVAILABLE_SQLSTATES = ("08", "57P", "53300", "55000", "3D000")
+
+
+def database_unavailable(error: DBAPIError) -> bool:
+    """True when a database error means an outage (503), not a bug (500)."""
+    if error.connection_invalidated or isinstance(error, OperationalError | InterfaceError):
+        return True
+    sqlstate = getattr(error.orig, "sqlstate", None)
+    return isinstance(sqlstate, str) and sqlstate.startswith(UNAVAILABLE_SQLSTATES)
+
+
 def init_app(app: Quart) -> None:
     from .audit import audit
 
@@ -266,7 +296,7 @@ def init_app(app: Quart) -> None:
 
     @app.errorhandler(DBAPIError)
     async def _database_error(error: DBAPIError) -> Response:
-        if error.connection_invalidated or isinstance(error, OperationalError | InterfaceError):
+        if database_unavailable(error):
             return await _database_down(error)
         return await _unexpected(error)
 

@@ -107,10 +107,12 @@ async def verify_jwt_in_request(
 
 
 def _bearer_token() -> str | None:
-    header = request.headers.get("Authorization")
-    if header is None:
+    values = request.headers.getlist("Authorization")
+    if not values:
         return None
-    scheme, _, token = header.strip().partition(" ")
+    if len(values) > 1:  # a singleton field (RFC 9110 5.3): ambiguous, never pick one
+        raise TokenInvalid("The Authorization header must be 'Bearer <token>'.")
+    scheme, _, token = values[0].strip().partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token or " " in token:
         raise TokenInvalid("The Authorization header must be 'Bearer <token>'.")

@@ -172,6 +172,37 @@ class IndexOut(BaseModel):
     openapi_url: str
 
 
+class RsaJwkOut(BaseModel):
+    """An RS256 public key (RFC 7517, RFC 7518 section 6.3)."""
+
+    kty: Literal["RSA"]
+    kid: str = Field(description="RFC 7638 thumbprint: the `kid` header of its tokens.")
+    alg: Literal["RS256"]
+    use: Literal["sig"]
+    n: str = Field(description="Modulus, base64url.")
+    e: str = Field(description="Public exponent, base64url.")
+
+
+class EcJwkOut(BaseModel):
+    """An ES256 public key on P-256 (RFC 7517, RFC 7518 section 6.2)."""
+
+    kty: Literal["EC"]
+    kid: str = Field(description="RFC 7638 thumbprint: the `kid` header of its tokens.")
+    alg: Literal["ES256"]
+    use: Literal["sig"]
+    crv: Literal["P-256"]
+    x: str = Field(description="X coordinate, base64url.")
+    y: str = Field(description="Y coordinate, base64url.")
+
+
+class JwksOut(BaseModel):
+    """A JWK Set (RFC 7517): the public keys that verify this service's tokens."""
+
+    keys: list[Annotated[RsaJwkOut | EcJwkOut, Field(discriminator="kty")]] = Field(
+        description="The active signing key first, then retired keys still accepted."
+    )
+
+
 class FieldErrorOut(BaseModel):
     field: str
     message: str

@@ -162,7 +162,8 @@ def _within_reuse_interval(
     live: LiveSession, token_generation: int, now: datetime, interval: timedelta
 ) -> bool:
     return (
-        token_generation == live.generation - 1
+        interval > timedelta(0)  # 0 turns the grace off, even for a request racing the rotation
+        and token_generation == live.generation - 1
         and live.rotated_at is not None
         and now - live.rotated_at <= interval
     )

@@ -8,6 +8,7 @@ wait here is a bounded poll; every process is stopped by its own pid.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -108,10 +109,19 @@ class Server:
         return self.log_path.read_text(errors="replace")
 
     def request_pids(self) -> dict[str, int]:
-        """Request id -> pid of the worker that logged it, from the log so far."""
+        """Request id -> pid of the worker that logged it, from the log so far
+        (text lines in development, JSON lines in production)."""
         pids: dict[str, int] = {}
-        for match in LOG_LINE.finditer(self.log()):
-            pids.setdefault(match["request_id"], int(match["pid"]))
+        for line in self.log().splitlines():
+            if line.startswith("{"):
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if "request_id" in record and "pid" in record:
+                    pids.setdefault(str(record["request_id"]), int(record["pid"]))
+            elif match := LOG_LINE.search(line):
+                pids.setdefault(match["request_id"], int(match["pid"]))
         return pids
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:

@@ -5,13 +5,22 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import pytest
 from sqlalchemy import func, select
 
 from quart_auth_api.models import AuthSession, User
+from settings import Settings
 
 from .conftest import PASSWORD, claims_of, register
 
 RACERS = 20
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    """Races send more attempts from one client than the rate limits allow (those are
+    tested in test_rate_limits.py): turned off here."""
+    return Settings.for_testing(database_url=database_url, rate_limit_enabled=False)
 
 
 async def scalar(app, statement):

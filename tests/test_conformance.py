@@ -32,7 +32,8 @@ ST_TIMEOUT = float(os.environ.get("QAA_FUZZ_TIMEOUT", "600"))
 def test_every_operation_conforms_to_the_schema(tmp_path: Path) -> None:
     database_url = f"sqlite:///{tmp_path / 'app.db'}"
     run_alembic(database_url, "upgrade", "head")
-    env = production_env(database_url, workers=1, LOG_LEVEL="WARNING")
+    # every example comes from one client: far more registrations than its rate limit
+    env = production_env(database_url, workers=1, LOG_LEVEL="WARNING", RATE_LIMIT_ENABLED="false")
     with serve(env, tmp_path / "server.log") as server:
         command = [
             str(Path(sys.executable).parent / "st"),

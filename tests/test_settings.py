@@ -167,3 +167,9 @@ def test_production_on_a_writable_sqlite_path(tmp_path):
         DATABASE_URL=f"sqlite:///{tmp_path}/app.db",
     )
     assert settings.is_sqlite
+
+
+def test_cookies_are_secure_by_default_in_production_only():
+    assert not load().jwt_cookie_secure
+    production = load(QUART_ENV="production", SECRET_KEY=STRONG, JWT_SECRET_KEY=STRONG)
+    assert production.jwt_cookie_secure

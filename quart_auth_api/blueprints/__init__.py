@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from quart import Quart
 
-from . import auth, main
+from . import auth, main, wellknown
 
-BLUEPRINTS = (main.bp, auth.bp)
+BLUEPRINTS = (main.bp, auth.bp, wellknown.bp)
 
 
 def register_blueprints(app: Quart) -> None:

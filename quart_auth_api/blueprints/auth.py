@@ -11,10 +11,17 @@ from quart_schema import tag_blueprint, validate_request, validate_response
 from ..audit import audit
 from ..db import get_db
 from ..docs import documents_errors
-from ..errors import EmailTaken, InvalidCredentials, RefreshTokenReused, ServiceUnavailable
+from ..errors import (
+    EmailTaken,
+    InvalidCredentials,
+    RateLimited,
+    RefreshTokenReused,
+    ServiceUnavailable,
+)
 from ..guards import current_user, get_jwt, get_live_session, jwt_required
 from ..hooks import client_ip
 from ..models import User, utcnow
+from ..ratelimit import limit_by_ip, rate_limit
 from ..schemas import LoginIn, MessageOut, RegisterIn, TokenOut, UserOut
 from ..security import ACCESS, REFRESH, mint_token
 from ..services import (
@@ -24,6 +31,13 @@ from ..services import (
     register_user,
     revoke_session,
     rotate_refresh,
+)
+from ..transport import (
+    CookieTokens,
+    cookies_enabled,
+    new_csrf_value,
+    set_token_cookies,
+    unset_token_cookies,
 )
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
@@ -35,7 +49,7 @@ def _client() -> Client:
 
 
 @bp.post("/register")
-@documents_errors(EmailTaken, ServiceUnavailable)
+@documents_errors(EmailTaken, RateLimited, ServiceUnavailable)
 @validate_request(RegisterIn)
 @validate_response(TokenOut, 201)
 async def register(data: RegisterIn) -> tuple[TokenOut, int]:
@@ -43,7 +57,9 @@ async def register(data: RegisterIn) -> tuple[TokenOut, int]:
 
     Opens a session and answers with an access token (fresh) and a refresh token.
     The email is stored lower-cased; a taken email is a 409 `email_taken`.
+    Attempts are limited per email and per client (429 `rate_limited`).
     """
+    await rate_limit("register", "account", "ip", account=data.email)
     hasher = current_app.extensions["hasher"]
     db = get_db()
     user = await register_user(
@@ -54,15 +70,18 @@ async def register(data: RegisterIn) -> tuple[TokenOut, int]:
 
 
 @bp.post("/login")
-@documents_errors(InvalidCredentials, ServiceUnavailable)
+@documents_errors(InvalidCredentials, RateLimited, ServiceUnavailable)
 @validate_request(LoginIn)
 @validate_response(TokenOut)
 async def login(data: LoginIn) -> TokenOut:
     """Log in with email and password.
 
     Opens a new session. A wrong email or password is one generic 401
-    `invalid_credentials`, answered in the same time either way.
+    `invalid_credentials`, answered in the same time either way. Every attempt,
+    right password or not, counts against a limit per client and email and one
+    per client (429 `rate_limited`).
     """
+    await rate_limit("login", "ip+account", "ip", account=data.email)
     db = get_db()
     user = await authenticate(
         db, hasher=current_app.extensions["hasher"], email=data.email, password=data.password
@@ -72,7 +91,8 @@ async def login(data: LoginIn) -> TokenOut:
 
 
 @bp.post("/refresh")
-@documents_errors(RefreshTokenReused)
+@documents_errors(RefreshTokenReused, RateLimited)
+@limit_by_ip("refresh")
 @jwt_required(refresh=True)
 @validate_response(TokenOut)
 async def refresh() -> TokenOut:
@@ -82,8 +102,10 @@ async def refresh() -> TokenOut:
     the old one stops working, except that for `JWT_REFRESH_REUSE_INTERVAL` seconds
     it still answers with the current tokens (several tabs refreshing at once).
     An older refresh token is a replay: the session is revoked
-    (`refresh_token_reused`).
+    (`refresh_token_reused`). Refreshes are limited per session and per client
+    (429 `rate_limited`).
     """
+    await rate_limit("refresh", "session", session=get_jwt()["sid"])
     live = get_live_session()
     settings = current_app.extensions["settings"]
     generation = await rotate_refresh(
@@ -110,6 +132,8 @@ async def logout() -> MessageOut:
     live = get_live_session()
     await revoke_session(get_db(), session_id=live.session_id, reason="logout")
     audit("logout", user=live.user.public_id, sid=live.session_id)
+    if cookies_enabled():
+        unset_token_cookies()
     return MessageOut(message="Successfully logged out.")
 
 
@@ -137,12 +161,28 @@ def issue_tokens(
     keys = current_app.extensions["token_keys"]
     now = utcnow()
     subject, sid = str(user.public_id), str(session_id)
+    cookies = cookies_enabled()
+    access_csrf, refresh_csrf = (new_csrf_value(), new_csrf_value()) if cookies else (None, None)
     access = mint_token(
-        keys, token_type=ACCESS, subject=subject, session_id=sid, now=now, fresh=fresh
+        keys,
+        token_type=ACCESS,
+        subject=subject,
+        session_id=sid,
+        now=now,
+        fresh=fresh,
+        csrf=access_csrf,
     )
     refresh = mint_token(
-        keys, token_type=REFRESH, subject=subject, session_id=sid, now=now, generation=generation
+        keys,
+        token_type=REFRESH,
+        subject=subject,
+        session_id=sid,
+        now=now,
+        generation=generation,
+        csrf=refresh_csrf,
     )
+    if access_csrf and refresh_csrf:
+        set_token_cookies(CookieTokens(access.token, refresh.token, access_csrf, refresh_csrf))
     return TokenOut(
         user=UserOut.of(user),
         access_token=access.token,
