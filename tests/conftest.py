@@ -12,6 +12,7 @@ import asyncio
 import base64
 import json
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -113,6 +114,32 @@ async def app(settings: Settings) -> AsyncIterator[Quart]:
 @pytest.fixture
 def client(app: Quart) -> TestClientProtocol:
     return app.test_client()
+
+
+class Clock:
+    """Stands in for the `time` module where rate limits read the time (no sleeping)."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def time(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """A clock the rate limits read; `clock.advance(60)` lets a minute pass."""
+    import limits.aio.storage.memory
+
+    from quart_auth_api import ratelimit
+
+    clock = Clock()
+    monkeypatch.setattr(limits.aio.storage.memory, "time", clock)
+    monkeypatch.setattr(ratelimit, "time", clock)
+    return clock
 
 
 @dataclass

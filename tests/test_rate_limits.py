@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
 from typing import Any
 
-import limits.aio.storage.memory
 import pytest
 from quart import Quart
 from quart.typing import TestClientProtocol as Client
 
-from quart_auth_api import create_app, ratelimit
+from quart_auth_api import create_app
 from quart_auth_api.hooks import RequestIdFilter
 from quart_auth_api.ratelimit import account_key, client_key
 from settings import Settings
@@ -31,27 +29,6 @@ OTHER_PEER = {"client": ("10.0.0.8", 1234)}
 WRONG = "wrong horse battery"
 
 MakeClient = Callable[..., Awaitable[tuple[Quart, Client]]]
-
-
-class Clock:
-    """Stands in for the `time` module where rate limits read the time."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def time(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    clock = Clock()
-    monkeypatch.setattr(limits.aio.storage.memory, "time", clock)
-    monkeypatch.setattr(ratelimit, "time", clock)
-    return clock
 
 
 @pytest.fixture

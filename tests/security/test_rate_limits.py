@@ -10,39 +10,15 @@ Every request names its client through the ASGI scope, as a server would.
 from __future__ import annotations
 
 import re
-import time
 
-import limits.aio.storage.memory
 import pytest
 
-from quart_auth_api import ratelimit
-from tests.conftest import PASSWORD, bearer, problem
+from tests.conftest import PASSWORD, Clock, bearer, problem
 from tests.security.conftest import CountingBcrypt, refused
 
 PEER = {"client": ("192.0.2.10", 50000)}
 VICTIM = "limited@example.com"
 WRONG = "wrong horse battery"
-
-
-class Clock:
-    """Stands in for the `time` module where rate limits read the time."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def time(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    clock = Clock()
-    monkeypatch.setattr(limits.aio.storage.memory, "time", clock)
-    monkeypatch.setattr(ratelimit, "time", clock)
-    return clock
 
 
 async def login(client, password: str = WRONG, headers: dict[str, str] | None = None):
