@@ -54,3 +54,27 @@ format: $(BIN)/.dev
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# -- benchmarks (bench/README.md) ------------------------------------------------------
+BENCH_VENV := bench/.venv
+BENCH_PY := $(BENCH_VENV)/bin/python
+
+$(BENCH_VENV)/.installed: requirements-bench.txt bench/flask_reference/requirements.txt
+	@test -x $(BENCH_PY) || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_PY) -m pip install --quiet -r requirements-bench.txt
+	@touch $@
+
+.PHONY: bench bench-smoke bench-profile
+
+## bench: this service vs the Flask reference (SQLite and PostgreSQL, scaling, table growth);
+## writes bench/results/<date>/ and bench/latest.{json,png}. Installs wrk (apt-get) when missing.
+bench: $(BIN)/.runtime $(BENCH_VENV)/.installed
+	BENCH_COMMAND="make bench" $(BENCH_PY) -m bench.run $(BENCH_ARGS)
+
+## bench-smoke: the same harness, a second per figure, SQLite, 1 worker (proves it works)
+bench-smoke: $(BIN)/.runtime $(BENCH_VENV)/.installed
+	BENCH_COMMAND="make bench-smoke" $(BENCH_PY) -m bench.run --smoke $(BENCH_ARGS)
+
+## bench-profile: py-spy profiles of GET /auth/me and POST /auth/refresh of this service
+bench-profile: $(BIN)/.runtime $(BENCH_VENV)/.installed
+	BENCH_COMMAND="make bench-profile" $(BENCH_PY) -m bench.run --profile $(BENCH_ARGS)
