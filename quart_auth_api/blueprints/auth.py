@@ -98,7 +98,8 @@ async def login(data: LoginIn) -> TokenOut:
 async def refresh() -> TokenOut:
     """Trade a refresh token for new tokens.
 
-    Send the refresh token as `Authorization: Bearer`. The refresh token rotates:
+    Send the refresh token as `Authorization: Bearer` (or, with cookie transport, the
+    `refresh_token_cookie` with its `X-CSRF-TOKEN`). The refresh token rotates:
     the old one stops working, except that for `JWT_REFRESH_REUSE_INTERVAL` seconds
     it still answers with the current tokens (several tabs refreshing at once).
     An older refresh token is a replay: the session is revoked
