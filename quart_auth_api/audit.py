@@ -7,10 +7,10 @@ exist are named by a one-way digest of their email, known users by their public 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 
 from .metrics import count_event
+from .security import email_digest
 
 log = logging.getLogger("quart_auth_api.security")
 
@@ -35,7 +35,7 @@ def audit(event: str, **fields: object) -> None:
 
 def account_ref(email: str) -> str:
     """A stable, one-way name for an email address, for correlating log lines."""
-    return "acct_" + hashlib.sha256(email.strip().lower().encode()).hexdigest()[:16]
+    return "acct_" + email_digest(email)[:16]
 
 
 def _clean(value: object) -> str:

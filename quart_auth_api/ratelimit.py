@@ -20,7 +20,6 @@ In Redis: `qaa:rl:<route>:<scope>/<identifiers>/<amount>/<multiples>/<granularit
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import logging
 import math
@@ -44,6 +43,7 @@ from settings import ConfigError, Settings
 
 from .errors import RateLimited
 from .hooks import client_ip
+from .security import email_digest
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -174,7 +174,7 @@ def limit_by_ip(route: str) -> Callable[[Callable[P, Awaitable[R]]], Callable[P,
 
 def account_key(email: str) -> str:
     """A one-way name for an email address in rate-limit keys."""
-    return hashlib.sha256(email.strip().lower().encode()).hexdigest()[:32]
+    return email_digest(email)[:32]
 
 
 def client_key(address: str | None) -> str:

@@ -67,6 +67,12 @@ SSH_KEY_RE = re.compile(r"(ssh-(rsa|dss|ed25519|ed448)|ecdsa-sha2-|sk-(ssh|ecdsa
 BCRYPT_MAX_BYTES = 72
 
 
+def email_digest(email: str) -> str:
+    """A one-way name for an email address (SHA-256 hex of its trimmed lower case), for
+    log lines and rate-limit keys that must never hold the address itself."""
+    return hashlib.sha256(email.strip().lower().encode()).hexdigest()
+
+
 # -- passwords -----------------------------------------------------------------
 
 
