@@ -74,51 +74,51 @@ def csrf_ok(claims: dict[str, Any]) -> bool:
     return hmac.compare_digest(sent.encode(), expected.encode())
 
 
+#: name -> (path, HttpOnly): the one description of the four cookies.
+COOKIES: dict[str, tuple[str, bool]] = {
+    ACCESS_COOKIE: ("/", True),
+    REFRESH_COOKIE: (REFRESH_PATH, True),
+    ACCESS_CSRF_COOKIE: ("/", False),
+    REFRESH_CSRF_COOKIE: (REFRESH_PATH, False),
+}
+
+
 def set_token_cookies(tokens: CookieTokens) -> None:
     """Set the four cookies on this request's response."""
     settings = current_app.extensions["settings"]
     access_age = int(settings.jwt_access_token_expires.total_seconds())
     refresh_age = int(settings.jwt_refresh_token_expires.total_seconds())
-    cookies = [
-        (ACCESS_COOKIE, tokens.access_token, "/", access_age, True),
-        (REFRESH_COOKIE, tokens.refresh_token, REFRESH_PATH, refresh_age, True),
-        (ACCESS_CSRF_COOKIE, tokens.access_csrf, "/", access_age, False),
-        (REFRESH_CSRF_COOKIE, tokens.refresh_csrf, REFRESH_PATH, refresh_age, False),
-    ]
-
-    @after_this_request
-    async def _set(response: AnyResponse) -> AnyResponse:
-        for name, value, path, max_age, http_only in cookies:
-            response.set_cookie(
-                name,
-                value,
-                max_age=max_age,
-                path=path,
-                secure=settings.jwt_cookie_secure,
-                httponly=http_only,
-                samesite=settings.jwt_cookie_samesite,
-            )
-        return response
+    _write_cookies(
+        {
+            ACCESS_COOKIE: (tokens.access_token, access_age),
+            REFRESH_COOKIE: (tokens.refresh_token, refresh_age),
+            ACCESS_CSRF_COOKIE: (tokens.access_csrf, access_age),
+            REFRESH_CSRF_COOKIE: (tokens.refresh_csrf, refresh_age),
+        }
+    )
 
 
 def unset_token_cookies() -> None:
     """Expire the four cookies on this request's response."""
+    _write_cookies(None)
+
+
+def _write_cookies(values: dict[str, tuple[str, int]] | None) -> None:
+    """Set the cookies to `values` (value, max age), or expire them all when None."""
     settings = current_app.extensions["settings"]
-    cookies = [
-        (ACCESS_COOKIE, "/", True),
-        (REFRESH_COOKIE, REFRESH_PATH, True),
-        (ACCESS_CSRF_COOKIE, "/", False),
-        (REFRESH_CSRF_COOKIE, REFRESH_PATH, False),
-    ]
 
     @after_this_request
-    async def _unset(response: AnyResponse) -> AnyResponse:
-        for name, path, http_only in cookies:
-            response.delete_cookie(
-                name,
-                path=path,
-                secure=settings.jwt_cookie_secure,
-                httponly=http_only,
-                samesite=settings.jwt_cookie_samesite,
-            )
+    async def _write(response: AnyResponse) -> AnyResponse:
+        for name, (path, http_only) in COOKIES.items():
+            flags = {
+                "path": path,
+                "secure": settings.jwt_cookie_secure,
+                "httponly": http_only,
+                "samesite": settings.jwt_cookie_samesite,
+            }
+            if values is None:
+                response.delete_cookie(name, **flags)
+            else:
+                value, max_age = values[name]
+                response.set_cookie(name, value, max_age=max_age, **flags)
         return response
