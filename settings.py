@@ -144,7 +144,7 @@ class Settings(BaseSettings):
     db_max_overflow: int = Field(10, ge=0, le=200)
     db_pool_timeout: Seconds = Field(timedelta(seconds=5), gt=timedelta(0))
     db_pool_recycle: Seconds = Field(timedelta(minutes=30), gt=timedelta(0))
-    db_pool_pre_ping: bool = True
+    db_pool_pre_ping: bool = False
     db_connect_timeout: Seconds = Field(timedelta(seconds=5), gt=timedelta(0))
     db_command_timeout: Seconds = Field(timedelta(seconds=10), gt=timedelta(0))
     #: At start: `false` fails fast when the schema is behind the migrations; `true`

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
-from functools import wraps
+from functools import partial, wraps
 from typing import Any, ParamSpec, TypeVar, cast
 
 from quart import current_app, g, request
@@ -26,7 +26,7 @@ from quart_schema.openapi import QUART_SCHEMA_SECURITY_ATTRIBUTE
 from werkzeug.local import LocalProxy
 
 from . import security
-from .db import get_db
+from .db import run_statement
 from .errors import (
     CsrfFailed,
     FreshTokenRequired,
@@ -36,8 +36,7 @@ from .errors import (
     TokenRevoked,
     WrongTokenType,
 )
-from .models import User
-from .services import LiveSession, load_live_session
+from .services import CurrentUser, LiveSession, load_live_session
 from .transport import cookie_token, csrf_ok, headers_enabled
 
 P = ParamSpec("P")
@@ -95,11 +94,12 @@ async def verify_jwt_in_request(
         raise CsrfFailed()
     if fresh and not claims.get("fresh"):
         raise FreshTokenRequired()
-    live = await load_live_session(
-        get_db(),
+    check = partial(
+        load_live_session,
         session_id=uuid.UUID(claims["sid"]),
         user_public_id=uuid.UUID(claims["sub"]),
     )
+    live = await run_statement(check, retry=True)
     if live is None:
         raise TokenRevoked()
     g._jwt = claims
@@ -146,10 +146,12 @@ def get_live_session() -> LiveSession:
     return cast(LiveSession, live)
 
 
-def _current_user() -> User | None:
+def _current_user() -> CurrentUser | None:
     live = g.get("_jwt_session")
     return live.user if live else None
 
 
-#: The user of the current request's token (None when optional and absent).
-current_user: User = cast(User, LocalProxy(_current_user))
+#: The user of the current request's token (None when optional and absent): a read-only
+#: `CurrentUser` (id, public_id, email, name, created_at, updated_at) from the guard's
+#: query; load the `User` row by `current_user.id` to change it.
+current_user: CurrentUser = cast(CurrentUser, LocalProxy(_current_user))

@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 from uuid import UUID
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field
 
-from .models import User
 from .security import BCRYPT_MAX_BYTES
+
+if TYPE_CHECKING:
+    from .models import User
+    from .services import CurrentUser
 
 MIN_PASSWORD_CHARS = 8
 MAX_EMAIL_CHARS = 254
@@ -131,7 +134,7 @@ class UserOut(BaseModel):
     updated_at: datetime
 
     @classmethod
-    def of(cls, user: User) -> UserOut:
+    def of(cls, user: User | CurrentUser) -> UserOut:
         return cls(
             id=user.public_id,
             email=user.email,

@@ -1,7 +1,8 @@
-"""Use cases on an `AsyncSession`: the only module that builds SQL.
+"""Use cases: the only module that builds SQL.
 
-Each function takes the session first and keyword-only arguments after it; the
-one that writes commits last.
+Each function takes the `AsyncSession` (or, on the hot path, the `AsyncConnection` of
+`db.run_statement`) first and keyword-only arguments after it; one that writes
+commits last.
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, or_, select, text, update
+from sqlalchemy import bindparam, delete, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from .audit import account_ref
 from .errors import EmailTaken, InvalidCredentials, RefreshTokenReused, TokenRevoked
@@ -22,11 +23,27 @@ from .security import PasswordHasher
 MAX_USER_AGENT = 512
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
+class CurrentUser:
+    """The user of a live session as the guard's query read it: a read-only snapshot.
+
+    To change the user, load the row in the request's session:
+    `await get_db().get(User, current_user.id)`.
+    """
+
+    id: int
+    public_id: uuid.UUID
+    email: str
+    name: str
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class LiveSession:
     """The result of the per-request check: the user and their session's state."""
 
-    user: User
+    user: CurrentUser
     session_id: uuid.UUID
     generation: int
     rotated_at: datetime | None
@@ -92,67 +109,91 @@ async def open_session(
     return session
 
 
+#: The per-request check, built once: the session is neither revoked nor expired and
+#: its user is active (primary-key lookup, then the user by primary key).
+LIVE_SESSION = (
+    select(
+        User.id,
+        User.public_id,
+        User.email,
+        User.name,
+        User.created_at,
+        User.updated_at,
+        AuthSession.generation,
+        AuthSession.rotated_at,
+    )
+    .join(AuthSession, AuthSession.user_id == User.id)
+    .where(
+        AuthSession.id == bindparam("session_id"),
+        AuthSession.revoked_at.is_(None),
+        AuthSession.expires_at > bindparam("now"),
+        User.public_id == bindparam("user_public_id"),
+        User.is_active.is_(True),
+    )
+)
+
+
 async def load_live_session(
-    db: AsyncSession, *, session_id: uuid.UUID, user_public_id: uuid.UUID
+    db: AsyncConnection, *, session_id: uuid.UUID, user_public_id: uuid.UUID
 ) -> LiveSession | None:
     """One indexed query: the session is not revoked or expired and its user is active."""
-    row = (
-        await db.execute(
-            select(User, AuthSession.generation, AuthSession.rotated_at)
-            .join(AuthSession, AuthSession.user_id == User.id)
-            .where(
-                AuthSession.id == session_id,
-                AuthSession.revoked_at.is_(None),
-                AuthSession.expires_at > utcnow(),
-                User.public_id == user_public_id,
-                User.is_active.is_(True),
-            )
-        )
-    ).one_or_none()
+    parameters = {"session_id": session_id, "user_public_id": user_public_id, "now": utcnow()}
+    row = (await db.execute(LIVE_SESSION, parameters)).one_or_none()
     if row is None:
         return None
-    user, generation, rotated_at = row
-    return LiveSession(user, session_id, generation, rotated_at)
+    user = CurrentUser(row.id, row.public_id, row.email, row.name, row.created_at, row.updated_at)
+    return LiveSession(user, session_id, row.generation, row.rotated_at)
 
 
-async def rotate_refresh(
-    db: AsyncSession,
-    *,
-    live: LiveSession,
-    token_generation: int,
-    lifetime: timedelta,
-    reuse_interval: timedelta,
-) -> int:
-    """Rotate the session for a refresh token of `token_generation`; return the generation
-    the new tokens must carry.
+#: Rotation in the normal case: one statement that bumps the generation the refresh
+#: token carries; none of several racing refreshes with one token can bump it twice.
+ROTATE = (
+    update(AuthSession)
+    .where(
+        AuthSession.id == bindparam("session_id"),
+        AuthSession.generation == bindparam("token_generation"),
+        AuthSession.revoked_at.is_(None),
+    )
+    .values(
+        generation=AuthSession.generation + 1,
+        rotated_at=bindparam("now"),
+        last_used_at=bindparam("now"),
+        expires_at=bindparam("expires_at"),
+    )
+    .execution_options(synchronize_session=False)
+)
 
-    Exactly one of several refreshes racing with one token bumps the generation.
-    The previous generation is honoured (nothing rotates) for `reuse_interval`
-    after a rotation; any older token is a replay and revokes the session.
-    """
+
+async def try_rotate(
+    db: AsyncConnection, *, live: LiveSession, token_generation: int, lifetime: timedelta
+) -> bool:
+    """Bump the session's generation from `token_generation`; False when it is not the
+    current one (a racing refresh rotated first, or an older token: see `rotate_refresh`)."""
+    if token_generation != live.generation:
+        return False
     now = utcnow()
-    if token_generation == live.generation:
-        bumped = await db.execute(
-            update(AuthSession)
-            .where(
-                AuthSession.id == live.session_id,
-                AuthSession.generation == token_generation,
-                AuthSession.revoked_at.is_(None),
-            )
-            .values(
-                generation=AuthSession.generation + 1,
-                rotated_at=now,
-                last_used_at=now,
-                expires_at=now + lifetime,
-            )
-            .execution_options(synchronize_session=False)
-        )
-        if bumped.rowcount == 1:  # type: ignore[attr-defined]
-            await db.commit()
-            return token_generation + 1
-        live = await _reload(db, live)  # another request rotated first
-    if _within_reuse_interval(live, token_generation, now, reuse_interval):
-        await db.commit()
+    parameters = {
+        "session_id": live.session_id,
+        "token_generation": token_generation,
+        "now": now,
+        "expires_at": now + lifetime,
+    }
+    result = await db.execute(ROTATE, parameters)
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+async def settle_refresh(
+    db: AsyncSession, *, live: LiveSession, token_generation: int, reuse_interval: timedelta
+) -> int:
+    """A refresh whose token `try_rotate` did not rotate: the generation the new tokens
+    must carry, or `RefreshTokenReused` (and the session revoked).
+
+    The previous generation is honoured (nothing rotates) for `reuse_interval` after a
+    rotation (several tabs, or racing requests, with one token); any older token is a
+    replay and revokes the session.
+    """
+    live = await _reload(db, live)
+    if _within_reuse_interval(live, token_generation, utcnow(), reuse_interval):
         return live.generation
     await revoke_session(db, session_id=live.session_id, reason="refresh_reuse")
     raise RefreshTokenReused(user=live.user.public_id, sid=live.session_id)
@@ -178,7 +219,6 @@ async def _reload(db: AsyncSession, live: LiveSession) -> LiveSession:
         )
     ).one()
     if row.revoked_at is not None:
-        await db.rollback()
         raise TokenRevoked()
     return LiveSession(live.user, live.session_id, row.generation, row.rotated_at)
 

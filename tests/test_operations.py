@@ -399,21 +399,23 @@ async def set_reachable(name: str, reachable: bool) -> None:
     admin = await asyncpg.connect(admin_dsn())
     try:
         await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(reachable).lower()}')
-        if reachable:
-            return
-        deadline = time.monotonic() + LOG_TIMEOUT
-        while await admin.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1", name
-        ):
-            assert time.monotonic() < deadline, f"connections to {name} survived termination"
-            await admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = $1 AND pid <> pg_backend_pid()",
-                name,
-            )
-            await asyncio.sleep(POLL_INTERVAL)
+        if not reachable:
+            await end_connections(admin, name)
     finally:
         await admin.close()
+
+
+async def end_connections(admin: Any, name: str) -> None:
+    """Terminate every connection to `name` (what a database restart does to them)."""
+    deadline = time.monotonic() + LOG_TIMEOUT
+    while await admin.fetchval("SELECT count(*) FROM pg_stat_activity WHERE datname = $1", name):
+        assert time.monotonic() < deadline, f"connections to {name} survived termination"
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = $1 AND pid <> pg_backend_pid()",
+            name,
+        )
+        await asyncio.sleep(POLL_INTERVAL)
 
 
 @dataclass
@@ -564,3 +566,43 @@ async def first_200(server: Server, method: str, path: str, since: float, **kwar
             f"database came back:\n{server.log()}"
         )
         await asyncio.sleep(POLL_INTERVAL)
+
+
+@pytest.mark.skipif(not TEST_DATABASE_URL, reason="needs PostgreSQL: set TEST_DATABASE_URL")
+@pytest.mark.parametrize("backend", ["postgresql"])
+async def test_dead_pooled_connections_cost_no_failed_token_check(two_workers, migrated_url):
+    """Pooled connections are not pinged before use (DB_POOL_PRE_PING=false): when the
+    database ends them (a restart, a failover), the guard's read finds its connection
+    dead, and runs again on a new one. /auth/me answers 200 at once in both workers."""
+    import asyncpg
+
+    server = two_workers
+    name = make_url(migrated_url).database
+    assert name is not None and name.startswith("qaa_scratch_"), name
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=OUTAGE_HTTP_TIMEOUT) as client:
+        response = await client.post(
+            "/auth/register",
+            json={"email": "restart@example.com", "password": PASSWORD, "name": "Ada"},
+        )
+    assert response.status_code == 201, response.text
+    token = response.json()["access_token"]
+    workers = await worker_pids(server)
+
+    async def me_in_one_worker() -> list[Probe]:
+        return [await probe(server, "GET", "/auth/me", headers=bearer(token))]
+
+    before = await in_every_worker(server, workers, me_in_one_worker)  # pools now hold connections
+    assert all(result.response.status_code == 200 for result in before)
+    admin = await asyncpg.connect(admin_dsn())
+    try:
+        await end_connections(admin, name)
+    finally:
+        await admin.close()
+    seen: set[int] = set()
+    for _ in range(WORKER_ROUNDS):
+        result = await probe(server, "GET", "/auth/me", headers=bearer(token))
+        assert result.response.status_code == 200, (result.pid, result.response.text)
+        seen.add(result.pid)
+        if seen == workers:
+            break
+    assert seen == workers, f"never answered by {workers - seen}"

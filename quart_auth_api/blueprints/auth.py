@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
+from functools import partial
 
 from quart import Blueprint, current_app, request
 from quart_schema import tag_blueprint, validate_request, validate_response
 
 from ..audit import audit
-from ..db import get_db
+from ..db import get_db, run_statement
 from ..docs import documents_errors
 from ..errors import (
     EmailTaken,
@@ -26,11 +27,13 @@ from ..schemas import LoginIn, MessageOut, RegisterIn, TokenOut, UserOut
 from ..security import ACCESS, REFRESH, mint_token
 from ..services import (
     Client,
+    CurrentUser,
     authenticate,
     open_session,
     register_user,
     revoke_session,
-    rotate_refresh,
+    settle_refresh,
+    try_rotate,
 )
 from ..transport import (
     CookieTokens,
@@ -109,13 +112,22 @@ async def refresh() -> TokenOut:
     await rate_limit("refresh", "session", session=get_jwt()["sid"])
     live = get_live_session()
     settings = current_app.extensions["settings"]
-    generation = await rotate_refresh(
-        get_db(),
+    token_generation: int = get_jwt()["gen"]
+    rotate = partial(
+        try_rotate,
         live=live,
-        token_generation=get_jwt()["gen"],
+        token_generation=token_generation,
         lifetime=settings.jwt_refresh_token_expires,
-        reuse_interval=settings.jwt_refresh_reuse_interval,
     )
+    if await run_statement(rotate):  # the normal case: one statement
+        generation = token_generation + 1
+    else:
+        generation = await settle_refresh(
+            get_db(),
+            live=live,
+            token_generation=token_generation,
+            reuse_interval=settings.jwt_refresh_reuse_interval,
+        )
     return issue_tokens(
         live.user, live.session_id, generation=generation, fresh=False, event="refresh"
     )
@@ -155,7 +167,7 @@ def _refresh_ttl() -> timedelta:
 
 
 def issue_tokens(
-    user: User, session_id: uuid.UUID, *, generation: int, fresh: bool, event: str
+    user: User | CurrentUser, session_id: uuid.UUID, *, generation: int, fresh: bool, event: str
 ) -> TokenOut:
     """Mint an access and a refresh token for a session, log `event`, build the body."""
     audit(event, user=user.public_id, sid=session_id, gen=generation)
