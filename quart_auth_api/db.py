@@ -2,35 +2,38 @@
 
 The engine and session factory live on `app.extensions["db"]`, opened in
 `before_serving` and disposed in `after_serving`; each request gets one lazily
-created `AsyncSession`, closed at teardown. The hot path (the guard's check on every
-request, the rotation of a refresh token) runs single statements through
-`run_statement()` instead: a pooled connection outside any explicit transaction, so
-no BEGIN/ROLLBACK round trips and no ORM unit of work.
+created `AsyncSession`, closed at teardown. The hot path skips the ORM unit of work:
+the guard's check on every request is `read_one()`, the rotation of a refresh token
+`run_statement()`, each one statement on a pooled connection outside any explicit
+transaction (no BEGIN/ROLLBACK round trips).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, TypeVar
+import sqlite3
+from collections import namedtuple
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from quart import Quart, current_app, g
-from sqlalchemy import MetaData, event
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import Executable, MetaData, Select, UpdateBase, event
+from sqlalchemy.exc import DatabaseError, DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import (
-    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.util import greenlet_spawn
 
 from settings import Settings
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 
-T = TypeVar("T")
+#: A SELECT of any columns.
+AnySelect = Select[*tuple[Any, ...]]
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -51,6 +54,8 @@ class Database:
     sessionmaker: async_sessionmaker[AsyncSession]
     #: The same pool; on PostgreSQL in autocommit, so one statement is one round trip.
     direct: AsyncEngine
+    #: SQLite: the hot path's statements, each compiled once.
+    sqlite: SqliteStatements | None = field(default=None, repr=False)
 
 
 def create_engine(settings: Settings, **options: Any) -> AsyncEngine:
@@ -81,6 +86,9 @@ def create_engine(settings: Settings, **options: Any) -> AsyncEngine:
         settings.database_url,
         connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
         hide_parameters=True,
+        # SQLAlchemy's connections and sessions end their transactions themselves, and
+        # `read_one` begins none: a rollback at check-in would be one more thread trip
+        pool_reset_on_return=None,
         **options,
     )
     event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
@@ -98,32 +106,123 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 def open_database(settings: Settings) -> Database:
     engine = create_engine(settings)
-    # SQLite: the driver begins a transaction only before a write, and switching its
-    # isolation level costs two trips to aiosqlite's thread; PostgreSQL: an attribute.
-    direct = (
-        engine if settings.is_sqlite else engine.execution_options(isolation_level="AUTOCOMMIT")
-    )
+    if settings.is_sqlite:  # the driver begins a transaction only before a write
+        sessions = async_sessionmaker(engine, expire_on_commit=False)
+        return Database(engine, sessions, engine, SqliteStatements(engine))
+    direct = engine.execution_options(isolation_level="AUTOCOMMIT")  # an attribute on asyncpg
     return Database(engine, async_sessionmaker(engine, expire_on_commit=False), direct)
 
 
-async def run_statement(
-    statement: Callable[[AsyncConnection], Awaitable[T]], *, retry: bool = False
-) -> T:
-    """Run `statement` (one statement, committed when it writes) on a pooled connection.
+async def read_one(select: AnySelect, parameters: Mapping[str, Any]) -> Any | None:
+    """The one row (attributes named as the columns) `select` finds, or None.
 
-    With `retry` (only for reads): when the connection turns out to be dead, e.g. after
-    the database restarted, SQLAlchemy discards it and every pooled connection as old
-    as it, and the statement runs once more on a new one instead of failing the request.
+    When the connection turns out to be dead, e.g. after PostgreSQL restarted,
+    SQLAlchemy discards it and every pooled connection as old as it, and the read runs
+    once more on a new one instead of failing the request.
     """
     database: Database = current_app.extensions["db"]
+    if database.sqlite is not None:
+        return await database.sqlite.compiled(select).one(parameters)
+
+    async def once() -> Any | None:
+        async with database.direct.connect() as connection:
+            return (await connection.execute(select, parameters)).one_or_none()
+
     try:
-        async with database.direct.begin() as connection:
-            return await statement(connection)
+        return await once()
     except DBAPIError as error:
-        if not (retry and error.connection_invalidated):
+        if not error.connection_invalidated:
             raise
+    return await once()
+
+
+async def write(statement: UpdateBase, parameters: Mapping[str, Any]) -> int:
+    """Run one UPDATE or DELETE as its own transaction; the number of rows it changed."""
+    database: Database = current_app.extensions["db"]
+    if database.sqlite is not None:
+        return await database.sqlite.compiled(statement).rowcount(parameters)
     async with database.direct.begin() as connection:
-        return await statement(connection)
+        result = await connection.execute(statement, parameters)
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+@dataclass
+class SqliteStatements:
+    """The hot path's statements on SQLite, each run as one call in aiosqlite's thread.
+
+    Through SQLAlchemy's cursor one statement takes four or five trips to that thread
+    (cursor, execute, fetch, close, end of transaction). For the guard's read they cost
+    four times the CPU of the query itself, about 0.6 of the 1.3 ms of a
+    `GET /auth/me`; for a write the database stays locked from the statement to the
+    commit, while the event loop goes on with other requests and every other writer
+    waits (bench/README.md).
+    """
+
+    engine: AsyncEngine
+    cache: dict[int, SqliteStatement] = field(default_factory=dict)
+
+    def compiled(self, statement: Executable) -> SqliteStatement:
+        found = self.cache.get(id(statement))
+        if found is None:  # the hot path's statements are module constants
+            found = self.cache[id(statement)] = SqliteStatement(statement, self.engine)
+        return found
+
+
+class SqliteStatement:
+    """One statement compiled once for SQLite, with SQLAlchemy's own conversions of its
+    parameters and columns."""
+
+    def __init__(self, statement: Executable, engine: AsyncEngine) -> None:
+        dialect = engine.dialect
+        self.engine = engine
+        self.compiled = statement.compile(dialect=dialect)  # type: ignore[attr-defined]
+        self.processors = [
+            (name, self.compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect))
+            for name in self.compiled.positiontup or ()
+        ]
+        columns = list(getattr(statement, "selected_columns", ()))
+        self.row: Any = namedtuple("Row", [column.key for column in columns])  # type: ignore[misc]
+        self.columns = [
+            column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
+        ]
+
+    async def one(self, values: Mapping[str, Any]) -> Any | None:
+        rows = await self._run(values, "execute_fetchall")
+        if not rows:
+            return None
+        if len(rows) > 1:
+            raise RuntimeError("read_one: the query found more than one row")
+        return self.row._make(
+            value if process is None else process(value)
+            for value, process in zip(rows[0], self.columns, strict=True)
+        )
+
+    async def rowcount(self, values: Mapping[str, Any]) -> int:
+        cursor = await self._run(values, "execute", autocommit=True)
+        return int(cursor.rowcount)
+
+    async def _run(
+        self, values: Mapping[str, Any], method: str, *, autocommit: bool = False
+    ) -> Any:
+        given = self.compiled.construct_params(values)  # with the statement's own literals
+        parameters = [
+            given[name] if process is None else process(given[name])
+            for name, process in self.processors
+        ]
+        connection = await self.engine.raw_connection()
+        driver: Any = connection.driver_connection  # aiosqlite.Connection
+        level = driver.isolation_level
+        try:
+            if autocommit:  # the statement is its own transaction, committed in that call
+                driver.isolation_level = None
+            return await getattr(driver, method)(self.compiled.string, parameters)
+        except sqlite3.OperationalError as error:  # locked, unreadable: as SQLAlchemy raises it
+            raise OperationalError(self.compiled.string, None, error) from None
+        except sqlite3.Error as error:
+            raise DatabaseError(self.compiled.string, None, error) from None
+        finally:
+            driver.isolation_level = level
+            await greenlet_spawn(connection.close)  # to the pool, or closed: the driver awaits
 
 
 def init_app(app: Quart) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
-from functools import partial, wraps
+from functools import wraps
 from typing import Any, ParamSpec, TypeVar, cast
 
 from quart import current_app, g, request
@@ -26,7 +26,7 @@ from quart_schema.openapi import QUART_SCHEMA_SECURITY_ATTRIBUTE
 from werkzeug.local import LocalProxy
 
 from . import security
-from .db import run_statement
+from .db import read_one
 from .errors import (
     CsrfFailed,
     FreshTokenRequired,
@@ -94,12 +94,11 @@ async def verify_jwt_in_request(
         raise CsrfFailed()
     if fresh and not claims.get("fresh"):
         raise FreshTokenRequired()
-    check = partial(
-        load_live_session,
+    live = await load_live_session(
+        read_one,
         session_id=uuid.UUID(claims["sid"]),
         user_public_id=uuid.UUID(claims["sub"]),
     )
-    live = await run_statement(check, retry=True)
     if live is None:
         raise TokenRevoked()
     g._jwt = claims

@@ -1,26 +1,33 @@
 """Use cases: the only module that builds SQL.
 
-Each function takes the `AsyncSession` (or, on the hot path, the `AsyncConnection` of
-`db.run_statement`) first and keyword-only arguments after it; one that writes
-commits last.
+Each function takes the `AsyncSession` (or, on the hot path, `db.read_one` or
+`db.write`) first and keyword-only arguments after it; one that writes commits last.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import bindparam, delete, func, or_, select, text, update
+from sqlalchemy import UpdateBase, bindparam, delete, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from .audit import account_ref
+from .db import AnySelect
 from .errors import EmailTaken, InvalidCredentials, RefreshTokenReused, TokenRevoked
 from .models import AuthSession, User, utcnow
-from .security import PasswordHasher
+from .passwords import PasswordHasher
 
 MAX_USER_AGENT = 512
+
+#: How the hot path reads one row: `db.read_one` (a SELECT and its parameters).
+ReadOne = Callable[[AnySelect, Mapping[str, Any]], Awaitable[Any]]
+#: How it writes: `db.write` (an UPDATE and its parameters; the rows it changed).
+Write = Callable[[UpdateBase, Mapping[str, Any]], Awaitable[int]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,11 +141,11 @@ LIVE_SESSION = (
 
 
 async def load_live_session(
-    db: AsyncConnection, *, session_id: uuid.UUID, user_public_id: uuid.UUID
+    read_one: ReadOne, *, session_id: uuid.UUID, user_public_id: uuid.UUID
 ) -> LiveSession | None:
     """One indexed query: the session is not revoked or expired and its user is active."""
     parameters = {"session_id": session_id, "user_public_id": user_public_id, "now": utcnow()}
-    row = (await db.execute(LIVE_SESSION, parameters)).one_or_none()
+    row = await read_one(LIVE_SESSION, parameters)
     if row is None:
         return None
     user = CurrentUser(row.id, row.public_id, row.email, row.name, row.created_at, row.updated_at)
@@ -165,7 +172,7 @@ ROTATE = (
 
 
 async def try_rotate(
-    db: AsyncConnection, *, live: LiveSession, token_generation: int, lifetime: timedelta
+    write: Write, *, live: LiveSession, token_generation: int, lifetime: timedelta
 ) -> bool:
     """Bump the session's generation from `token_generation`; False when it is not the
     current one (a racing refresh rotated first, or an older token: see `rotate_refresh`)."""
@@ -178,8 +185,7 @@ async def try_rotate(
         "now": now,
         "expires_at": now + lifetime,
     }
-    result = await db.execute(ROTATE, parameters)
-    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+    return await write(ROTATE, parameters) == 1
 
 
 async def settle_refresh(

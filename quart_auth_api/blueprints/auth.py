@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
-from functools import partial
 
 from quart import Blueprint, current_app, request
 from quart_schema import tag_blueprint, validate_request, validate_response
 
 from ..audit import audit
-from ..db import get_db, run_statement
+from ..db import get_db, write
 from ..docs import documents_errors
 from ..errors import (
     EmailTaken,
@@ -113,13 +112,13 @@ async def refresh() -> TokenOut:
     live = get_live_session()
     settings = current_app.extensions["settings"]
     token_generation: int = get_jwt()["gen"]
-    rotate = partial(
-        try_rotate,
+    rotated = await try_rotate(
+        write,
         live=live,
         token_generation=token_generation,
         lifetime=settings.jwt_refresh_token_expires,
     )
-    if await run_statement(rotate):  # the normal case: one statement
+    if rotated:  # the normal case: one statement
         generation = token_generation + 1
     else:
         generation = await settle_refresh(

@@ -1,0 +1,124 @@
+"""The hot path's own database access: `db.read_one` (the guard's check) and the
+one-statement refresh rotation give what the ORM gives, on both databases."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, timedelta
+
+import pytest
+from sqlalchemy import select, update
+
+from quart_auth_api.db import read_one
+from quart_auth_api.models import AuthSession, User, utcnow
+from quart_auth_api.services import LIVE_SESSION, CurrentUser, load_live_session
+from tests.conftest import bearer, claims_of, problem, register
+
+
+async def live_row(app, sid: str, sub: str):
+    async with app.app_context():
+        return await read_one(
+            LIVE_SESSION,
+            {"session_id": uuid.UUID(sid), "user_public_id": uuid.UUID(sub), "now": utcnow()},
+        )
+
+
+async def test_read_one_gives_the_orm_values_with_their_types(app, client):
+    account = await register(client)
+    claims = claims_of(account.access_token)
+    row = await live_row(app, claims["sid"], claims["sub"])
+    async with app.extensions["db"].sessionmaker() as db:
+        user = await db.scalar(select(User).where(User.public_id == uuid.UUID(claims["sub"])))
+        session = await db.get(AuthSession, uuid.UUID(claims["sid"]))
+    assert user is not None and session is not None
+    assert row is not None
+    assert (row.id, row.public_id, row.email, row.name) == (
+        user.id,
+        user.public_id,
+        user.email,
+        user.name,
+    )
+    assert isinstance(row.public_id, uuid.UUID)
+    assert row.created_at == user.created_at and row.created_at.tzinfo is UTC
+    assert row.updated_at == user.updated_at and row.updated_at.tzinfo is UTC
+    assert (row.generation, row.rotated_at) == (0, None)
+
+
+async def test_read_one_after_a_rotation_sees_the_new_generation(app, client):
+    account = await register(client)
+    response = await client.post("/auth/refresh", headers=bearer(account.refresh_token))
+    assert response.status_code == 200
+    claims = claims_of(account.access_token)
+    row = await live_row(app, claims["sid"], claims["sub"])
+    assert row is not None and row.generation == 1
+    assert row.rotated_at is not None and row.rotated_at.tzinfo is UTC
+    assert abs(utcnow() - row.rotated_at) < timedelta(minutes=1)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"revoked_at": "now"},
+        {"expires_at": "past"},
+        {"other_user": True},
+        {"inactive": True},
+    ],
+    ids=["revoked", "expired", "another-users-session", "inactive-user"],
+)
+async def test_read_one_finds_nothing_for_a_dead_session(app, client, change):
+    account = await register(client)
+    other = await register(client)
+    claims = claims_of(account.access_token)
+    sid, sub = uuid.UUID(claims["sid"]), uuid.UUID(claims["sub"])
+    now = utcnow()
+    async with app.extensions["db"].sessionmaker() as db:
+        if "revoked_at" in change:
+            await db.execute(
+                update(AuthSession).where(AuthSession.id == sid).values(revoked_at=now)
+            )
+        if "expires_at" in change:
+            past = now - timedelta(seconds=1)
+            await db.execute(
+                update(AuthSession).where(AuthSession.id == sid).values(expires_at=past)
+            )
+        if "inactive" in change:
+            await db.execute(update(User).where(User.public_id == sub).values(is_active=False))
+        await db.commit()
+    if "other_user" in change:
+        sub = uuid.UUID(claims_of(other.access_token)["sub"])
+    async with app.app_context():
+        live = await load_live_session(read_one, session_id=sid, user_public_id=sub)
+    assert live is None
+    if "other_user" not in change:
+        response = await client.get("/auth/me", headers=bearer(account.access_token))
+        await problem(response, 401, "token_revoked")
+
+
+async def test_current_user_is_a_read_only_snapshot(app, client):
+    account = await register(client)
+    claims = claims_of(account.access_token)
+    async with app.app_context():
+        live = await load_live_session(
+            read_one,
+            session_id=uuid.UUID(claims["sid"]),
+            user_public_id=uuid.UUID(claims["sub"]),
+        )
+    assert live is not None and isinstance(live.user, CurrentUser)
+    with pytest.raises(AttributeError):
+        live.user.email = "changed@example.com"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_sqlite_errors_of_the_read_are_sqlalchemys(app, client):
+    """On SQLite the guard's read bypasses SQLAlchemy's cursor: its errors still arrive
+    as SQLAlchemy's (here "no such table", an OperationalError, like "database is
+    locked"), so the answer is the 503 of the ORM path, never a 500."""
+    account = await register(client)
+    async with app.extensions["db"].engine.begin() as connection:
+        await connection.exec_driver_sql("ALTER TABLE auth_sessions RENAME TO gone")
+    try:
+        response = await client.get("/auth/me", headers=bearer(account.access_token))
+        await problem(response, 503, "service_unavailable")
+    finally:
+        async with app.extensions["db"].engine.begin() as connection:
+            await connection.exec_driver_sql("ALTER TABLE gone RENAME TO auth_sessions")
