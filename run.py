@@ -1,7 +1,9 @@
 """Serve the API with hypercorn.
 
 Development: one worker on 127.0.0.1:5000. Production (`QUART_ENV=production`):
-`WEB_CONCURRENCY` workers with uvloop. The same app, served without this script:
+`WEB_CONCURRENCY` workers with uvloop, forked from this process once it has built the
+app, so that they share the memory of the code and the app (as gunicorn's `--preload`
+does). The same app, served without this script (each worker then builds its own):
 
     hypercorn --workers 4 --worker-class uvloop --bind 0.0.0.0:5000 run:app
 """
@@ -9,6 +11,7 @@ Development: one worker on 127.0.0.1:5000. Production (`QUART_ENV=production`):
 from __future__ import annotations
 
 import asyncio
+import gc
 import multiprocessing
 import os
 import signal
@@ -17,14 +20,16 @@ import tempfile
 import time
 from multiprocessing.connection import wait
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hypercorn.asyncio.run import asyncio_worker, uvloop_worker
 from hypercorn.config import Config
 from sqlalchemy.exc import SQLAlchemyError
 
-from quart_auth_api import create_app
-from quart_auth_api.db import alembic_config, schema_problem
 from settings import ConfigError, Settings
+
+if TYPE_CHECKING:
+    from quart import Quart
 
 
 def require_current_schema(settings: Settings) -> None:
@@ -33,6 +38,8 @@ def require_current_schema(settings: Settings) -> None:
     An unreachable database does not stop start-up: the service then answers 503 and
     `/readyz` says so until the database is back.
     """
+    from quart_auth_api.db import schema_problem
+
     try:
         problem = asyncio.run(schema_problem(settings))
     except (SQLAlchemyError, OSError, TimeoutError):
@@ -44,8 +51,9 @@ def require_current_schema(settings: Settings) -> None:
         )
 
 
-def share_metrics_directory(settings: Settings) -> None:
-    """One empty prometheus-client directory for all workers (they inherit the variable)."""
+def share_metrics_directory(settings: Settings) -> Settings:
+    """One empty prometheus-client directory for all workers: in the environment, read
+    when prometheus-client is imported, and in the settings the app is built with."""
     directory = settings.prometheus_multiproc_dir or Path(
         tempfile.mkdtemp(prefix="quart-auth-api-metrics-")
     )
@@ -53,23 +61,49 @@ def share_metrics_directory(settings: Settings) -> None:
     for stale in directory.glob("*.db"):  # samples of an earlier run
         stale.unlink()
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    return settings.model_copy(update={"prometheus_multiproc_dir": directory})
 
 
 def migrate(settings: Settings) -> None:
     """`alembic upgrade head`, once, in the parent process before any worker starts."""
     from alembic import command
 
+    from quart_auth_api.db import alembic_config
+
     config = alembic_config(settings)
     config.attributes["configure_logger"] = False
     command.upgrade(config, "head")
 
 
+def build_app(settings: Settings) -> Quart:
+    """The app, once the schema is known to be current."""
+    from quart_auth_api import create_app
+
+    require_current_schema(settings)
+    return create_app(settings)
+
+
+def prepare_database(settings: Settings) -> None:
+    """With DB_AUTO_MIGRATE apply the migrations, then check the schema, in a short-lived
+    child process: Alembic (about 11 MiB) then never weighs on the server's processes.
+    A failure stops start-up with the child's one line."""
+    child = multiprocessing.get_context("fork").Process(target=_prepare, args=(settings,))
+    child.start()
+    child.join()
+    if child.exitcode:
+        sys.exit(1)  # the child has printed why
+
+
+def _prepare(settings: Settings) -> None:
+    if settings.db_auto_migrate:
+        migrate(settings)
+    require_current_schema(settings)
+
+
 try:
     settings = Settings.load()
-    if __name__ == "__main__" and settings.db_auto_migrate:
-        migrate(settings)
-    require_current_schema(settings)  # in the parent and again in every worker
-    app = create_app(settings)
+    if __name__ != "__main__":  # `hypercorn run:app`: each worker imports this module
+        app = build_app(settings)
 except ConfigError as error:  # one clear line, no traceback
     sys.exit(str(error))
 
@@ -97,7 +131,7 @@ def serve_workers(config: Config) -> int:
     """
     worker = uvloop_worker if config.worker_class == "uvloop" else asyncio_worker
     sockets = config.create_sockets()
-    context = multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("fork")
     shutdown = context.Event()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited by the workers: we decide
     processes = [
@@ -107,6 +141,8 @@ def serve_workers(config: Config) -> int:
         )
         for _ in range(config.workers)
     ]
+    gc.collect()
+    gc.freeze()  # the collector leaves the app's objects alone: their pages stay shared
     for process in processes:
         process.start()
     listening = [*sockets.secure_sockets, *sockets.insecure_sockets]
@@ -130,13 +166,23 @@ def serve_workers(config: Config) -> int:
 
 
 def main() -> int:
+    global app, settings  # noqa: PLW0603  (`run:app`, for the forked workers)
     if settings.secrets_generated and settings.web_concurrency > 1:
         sys.exit(
             "config error: JWT_SECRET_KEY: set it when WEB_CONCURRENCY > 1 "
-            "(each worker would otherwise sign with its own random key)"
+            "(a random key would log everyone out at every restart, and workers started "
+            "by `hypercorn run:app` would each sign with their own)"
         )
     if settings.metrics_enabled and settings.web_concurrency > 1:
-        share_metrics_directory(settings)
+        settings = share_metrics_directory(settings)  # before prometheus-client is imported
+    prepare_database(settings)
+    from quart_auth_api import create_app
+
+    try:
+        app = create_app(settings)
+    except ConfigError as error:
+        sys.exit(str(error))
+    sys.modules["run"] = sys.modules[__name__]  # hypercorn loads "run:app": this module
     mode = "production" if settings.is_production else settings.env
     print(
         f"Quart Auth API ({mode}) on http://{settings.host}:{settings.port} "

@@ -27,23 +27,22 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import wraps
-from typing import ParamSpec, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
 from quart import Quart, current_app
-from redis.asyncio import ConnectionPool
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
 
 from settings import ConfigError, Settings
 
 from .errors import RateLimited
 from .hooks import client_ip
 from .security import email_digest
+
+if TYPE_CHECKING:
+    from redis.asyncio import ConnectionPool
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -60,7 +59,7 @@ LIMITS: dict[str, dict[str, str]] = {
 KEY_PREFIX = "qaa:rl"
 #: Seconds a Redis connect or command may take: the limiter must not hold up a login.
 REDIS_TIMEOUT = 0.5
-STORAGE_ERRORS = (RedisError, StorageError, OSError)
+LOCAL_ERRORS: tuple[type[Exception], ...] = (StorageError, OSError)
 REDIS_SCHEMES = {"redis": "async+redis", "rediss": "async+rediss", "unix": "async+redis+unix"}
 
 
@@ -73,11 +72,19 @@ class RateLimiter:
     local: MovingWindowRateLimiter | None = None
     shared: MovingWindowRateLimiter | None = None
     pool: ConnectionPool | None = field(default=None, repr=False)
+    storage_errors: tuple[type[Exception], ...] = LOCAL_ERRORS
 
     async def open(self) -> None:
         self.local = MovingWindowRateLimiter(MemoryStorage())
         if self.redis_url is None:
             return
+        # imported here: without REDIS_URL no worker carries the Redis client (~6 MiB)
+        from redis.asyncio import ConnectionPool
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+        from redis.exceptions import RedisError
+
+        self.storage_errors = (RedisError, *LOCAL_ERRORS)
         self.pool = ConnectionPool.from_url(
             self.redis_url,
             socket_connect_timeout=REDIS_TIMEOUT,
@@ -109,7 +116,7 @@ class RateLimiter:
             try:
                 allowed = await strategy.hit(item, *identifiers)
                 stats = None if allowed else await strategy.get_window_stats(item, *identifiers)
-            except STORAGE_ERRORS as error:
+            except self.storage_errors as error:
                 log.error(
                     "rate limit storage unavailable (%s): counting in this process",
                     type(error).__name__,
