@@ -25,11 +25,11 @@ from .guards import (  # noqa: E402  (after __version__, which docs and main imp
     jwt_required,
     verify_jwt_in_request,
 )
+from .passwords import PasswordHasher  # noqa: E402
 from .security import (  # noqa: E402
     HMAC_ALGORITHMS,
     InvalidKey,
     JwtKey,
-    PasswordHasher,
     TokenKeys,
     hmac_key,
     private_key,

@@ -12,7 +12,7 @@ from uuid import UUID
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field
 
-from .security import BCRYPT_MAX_BYTES
+from .passwords import BCRYPT_MAX_BYTES
 
 if TYPE_CHECKING:
     from .models import User

@@ -1,4 +1,4 @@
-"""Pure crypto: bcrypt in a bounded thread pool, JWT keys, mint and decode.
+"""Tokens: JWT keys, mint and decode (passwords are `passwords.py`).
 
 It imports nothing from Quart or from the rest of the package: settings come in
 as arguments. It is the only module that imports python-jose, and it contains
@@ -19,22 +19,18 @@ that library's open weaknesses (3.5.0):
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import hashlib
 import json
 import re
-import secrets
 import uuid
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-import bcrypt
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
@@ -64,70 +60,12 @@ COMPACT_JWS_RE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 ALLOWED_HEADER = frozenset({"alg", "kid", "typ"})
 #: An OpenSSH public key or certificate (what jose's own check looks for, and more).
 SSH_KEY_RE = re.compile(r"(ssh-(rsa|dss|ed25519|ed448)|ecdsa-sha2-|sk-(ssh|ecdsa)-)")
-BCRYPT_MAX_BYTES = 72
 
 
 def email_digest(email: str) -> str:
     """A one-way name for an email address (SHA-256 hex of its trimmed lower case), for
     log lines and rate-limit keys that must never hold the address itself."""
     return hashlib.sha256(email.strip().lower().encode()).hexdigest()
-
-
-# -- passwords -----------------------------------------------------------------
-
-
-class PasswordHasher:
-    """bcrypt off the event loop, in a pool bounded to `threads` workers."""
-
-    def __init__(self, *, rounds: int, threads: int) -> None:
-        self.rounds = rounds
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bcrypt")
-        self._dummy_hash: bytes | None = None
-
-    async def hash(self, password: str) -> str:
-        hashed: bytes = await self._run(
-            bcrypt.hashpw, _encode(password), bcrypt.gensalt(self.rounds)
-        )
-        return hashed.decode("ascii")
-
-    async def verify(self, password: str, hashed: str | None) -> bool:
-        """Check a password; with no hash, spend the same time and answer False."""
-        if hashed is None:
-            await self._run(bcrypt.checkpw, _encode(password), await self._dummy())
-            return False
-        matches: bool = await self._run(bcrypt.checkpw, _encode(password), hashed.encode("ascii"))
-        return matches
-
-    def needs_rehash(self, hashed: str) -> bool:
-        """True when the hash was made with a lower cost than the current setting."""
-        try:
-            return int(hashed.split("$")[2]) < self.rounds
-        except (IndexError, ValueError):
-            return True
-
-    async def warm_up(self) -> None:
-        """Make the dummy hash before the first login, so no login pays for it (an
-        unknown email would otherwise cost one extra hash, once per worker)."""
-        await self._dummy()
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
-
-    async def _dummy(self) -> bytes:
-        if self._dummy_hash is None:
-            salt = bcrypt.gensalt(self.rounds)
-            self._dummy_hash = await self._run(bcrypt.hashpw, secrets.token_bytes(16), salt)
-        return self._dummy_hash
-
-    async def _run(self, function: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, function, *args)
-
-
-def _encode(password: str) -> bytes:
-    encoded = password.encode("utf-8")
-    if len(encoded) > BCRYPT_MAX_BYTES:  # the schemas refuse it first; never truncate
-        raise ValueError("password longer than 72 bytes")
-    return encoded
 
 
 # -- keys ----------------------------------------------------------------------

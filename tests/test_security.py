@@ -1,9 +1,11 @@
-"""security.py: bcrypt off the loop, token mint/decode rules."""
+"""passwords.py: bcrypt off the loop; security.py: token mint/decode rules."""
 
 from __future__ import annotations
 
 import ast
 import asyncio
+import os
+import sys
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,7 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from quart_auth_api import create_app, security
+from quart_auth_api import create_app, passwords, security
 from quart_auth_api.models import User
 from settings import Settings
 
@@ -31,7 +33,7 @@ SID = "0f5b1c1e-2f9e-4d0b-8a49-0c2f4c1b9e77"
 
 @pytest.fixture
 async def hasher():
-    hasher = security.PasswordHasher(rounds=4, threads=2)
+    hasher = passwords.PasswordHasher(rounds=4, threads=2)
     yield hasher
     hasher.close()
 
@@ -45,23 +47,40 @@ async def test_hash_and_verify(hasher):
 
 async def test_verify_without_a_hash_is_false_and_still_runs_bcrypt(hasher, monkeypatch):
     calls = []
-    original = security.bcrypt.checkpw
-    monkeypatch.setattr(security.bcrypt, "checkpw", lambda *a: calls.append(a) or original(*a))
+    original = passwords.bcrypt.checkpw
+    monkeypatch.setattr(passwords.bcrypt, "checkpw", lambda *a: calls.append(a) or original(*a))
     assert not await hasher.verify(PASSWORD, None)
     assert len(calls) == 1
 
 
 async def test_bcrypt_never_runs_on_the_event_loop_thread(hasher, monkeypatch):
     threads = []
-    original = security.bcrypt.hashpw
+    original = passwords.bcrypt.hashpw
     monkeypatch.setattr(
-        security.bcrypt,
+        passwords.bcrypt,
         "hashpw",
         lambda *a: threads.append(threading.current_thread()) or original(*a),
     )
     await asyncio.gather(*(hasher.hash(PASSWORD) for _ in range(4)))
     assert threading.main_thread() not in threads
     assert {thread.name.split("_")[0] for thread in threads} == {"bcrypt"}
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="per-thread priority is Linux's")
+async def test_bcrypt_threads_are_nicer_than_the_event_loop(hasher, monkeypatch):
+    """Under a login storm the loop (token checks) must win the CPU over hashing."""
+    niceness = []
+    original = passwords.bcrypt.hashpw
+
+    def hashpw(*args):
+        niceness.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return original(*args)
+
+    monkeypatch.setattr(passwords.bcrypt, "hashpw", hashpw)
+    await asyncio.gather(*(hasher.hash(PASSWORD) for _ in range(4)))
+    loop_niceness = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    expected = min(19, loop_niceness + passwords.HASHING_NICENESS)
+    assert niceness and set(niceness) == {expected}
 
 
 async def test_passwords_over_72_bytes_are_refused_never_truncated(hasher):
@@ -71,7 +90,7 @@ async def test_passwords_over_72_bytes_are_refused_never_truncated(hasher):
 
 
 def test_needs_rehash_when_cost_went_up():
-    hasher = security.PasswordHasher(rounds=12, threads=1)
+    hasher = passwords.PasswordHasher(rounds=12, threads=1)
     try:
         assert hasher.needs_rehash("$2b$04$" + "a" * 53)
         assert not hasher.needs_rehash("$2b$12$" + "a" * 53)

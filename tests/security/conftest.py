@@ -37,7 +37,7 @@ from quart import Quart
 from quart.testing import QuartClient
 from quart.typing import TestClientProtocol as Client
 
-from quart_auth_api import create_app, security
+from quart_auth_api import create_app, passwords
 from settings import Settings
 from tests.conftest import problem
 
@@ -221,7 +221,7 @@ async def refused(response: Any, code: str, detail: str | None = None) -> dict[s
 
 
 class CountingBcrypt:
-    """Stands in for the `bcrypt` module inside `security.py`, counting the costly calls."""
+    """Stands in for the `bcrypt` module inside `passwords.py`, counting the costly calls."""
 
     def __init__(self, real: Any) -> None:
         self._real = real
@@ -245,8 +245,8 @@ class CountingBcrypt:
 @pytest.fixture
 def bcrypt_calls(monkeypatch: pytest.MonkeyPatch) -> CountingBcrypt:
     """Every bcrypt check and hash the service makes during the test."""
-    counting = CountingBcrypt(security.bcrypt)
-    monkeypatch.setattr(security, "bcrypt", counting)
+    counting = CountingBcrypt(passwords.bcrypt)
+    monkeypatch.setattr(passwords, "bcrypt", counting)
     return counting
 
 
