@@ -20,8 +20,8 @@ PANELS = [
     ("me_p99_under_login_ratio", "/auth/me p99 while logins saturate\n÷ idle p99", "×"),
     ("register_rps", "POST /auth/register burst", "req/s"),
     ("refresh_rps", "POST /auth/refresh (each token once)", "req/s"),
-    ("rss_idle_mb", "resident memory, idle", "MiB"),
-    ("rss_load_mb", "resident memory, peak under load", "MiB"),
+    ("mem_idle_mb", "memory (PSS), idle", "MiB"),
+    ("mem_load_mb", "memory (PSS), peak under load", "MiB"),
 ]
 
 

@@ -36,8 +36,8 @@ FIGURES = (
     "me_p99_under_login_ratio",
     "register_rps",
     "refresh_rps",
-    "rss_idle_mb",
-    "rss_load_mb",
+    "mem_idle_mb",
+    "mem_load_mb",
 )
 
 

@@ -298,9 +298,8 @@ def create_app() -> Flask:
         JWT_DECODE_AUDIENCE=AUDIENCE,
         JWT_TOKEN_LOCATION=["headers"],
         SQLALCHEMY_DATABASE_URI=database_url,
-        SQLALCHEMY_ENGINE_OPTIONS=(
-            {} if database_url.startswith("sqlite") else {"pool_pre_ping": True, "pool_size": 5}
-        ),
+        # no pre-ping, as the service (a round trip per request on PostgreSQL)
+        SQLALCHEMY_ENGINE_OPTIONS={} if database_url.startswith("sqlite") else {"pool_size": 5},
         JSON_SORT_KEYS=False,
     )
     app.json.sort_keys = False
