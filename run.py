@@ -18,12 +18,13 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from multiprocessing.connection import wait
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hypercorn.asyncio.run import asyncio_worker, uvloop_worker
-from hypercorn.config import Config
+from hypercorn.config import Config, Sockets
 from sqlalchemy.exc import SQLAlchemyError
 
 from settings import ConfigError, Settings
@@ -128,24 +129,29 @@ def serve_workers(config: Config) -> int:
     cuts their in-flight requests; and its parent keeps the listening socket open, so new
     connections hang during shutdown. Here every worker gets `GRACEFUL_TIMEOUT` to
     finish, and the parent closes the sockets at once so new connections are refused.
+
+    On Linux each worker listens on its own socket (hypercorn sets SO_REUSEPORT when
+    there are several workers) and the kernel spreads new connections over them. On one
+    shared socket, whichever worker wakes first accepts a whole burst (asyncio takes up
+    to 100 connections at once) and keeps them for as long as they stay open, so a few
+    keep-alive clients, or a proxy's pool, could load one worker and leave the others idle.
     """
     worker = uvloop_worker if config.worker_class == "uvloop" else asyncio_worker
-    sockets = config.create_sockets()
+    if config.workers > 1 and sys.platform == "linux":
+        sockets = [config.create_sockets() for _ in range(config.workers)]
+    else:
+        sockets = [config.create_sockets()] * config.workers
     context = multiprocessing.get_context("fork")
     shutdown = context.Event()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited by the workers: we decide
     processes = [
-        context.Process(
-            target=worker,
-            kwargs={"config": config, "sockets": sockets, "shutdown_event": shutdown},
-        )
-        for _ in range(config.workers)
+        context.Process(target=_worker, args=(worker, config, own, sockets, shutdown))
+        for own in sockets
     ]
-    gc.collect()
-    gc.freeze()  # the collector leaves the app's objects alone: their pages stay shared
+    gc.freeze()  # the collector leaves the parent's objects alone: their pages stay shared
     for process in processes:
         process.start()
-    listening = [*sockets.secure_sockets, *sockets.insecure_sockets]
+    listening = {sock for own in sockets for sock in [*own.secure_sockets, *own.insecure_sockets]}
 
     def stop(*_: object) -> None:
         shutdown.set()  # every worker stops accepting and drains its requests
@@ -165,8 +171,28 @@ def serve_workers(config: Config) -> int:
     return next((process.exitcode for process in processes if process.exitcode), 0)
 
 
+def _worker(
+    worker: Callable[..., None],
+    config: Config,
+    own: Sockets,
+    everyone: list[Sockets],
+    shutdown: Any,
+) -> None:
+    """A forked worker: it closes its copies of the other workers' sockets (so that a
+    socket whose worker has stopped is closed and refuses connections), then serves."""
+    for sockets in everyone:
+        if sockets is not own:
+            for sock in [*sockets.secure_sockets, *sockets.insecure_sockets]:
+                sock.close()
+    gc.enable()  # off in the parent since start-up (see main)
+    worker(config=config, sockets=own, shutdown_event=shutdown)
+
+
 def main() -> int:
     global app, settings  # noqa: PLW0603  (`run:app`, for the forked workers)
+    # No collection in the parent: it would leave holes in pages the workers share, which
+    # they would fill (copying the pages); the workers collect (Python's gc.freeze docs).
+    gc.disable()
     if settings.secrets_generated and settings.web_concurrency > 1:
         sys.exit(
             "config error: JWT_SECRET_KEY: set it when WEB_CONCURRENCY > 1 "

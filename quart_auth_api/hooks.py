@@ -10,7 +10,8 @@ import uuid
 from typing import Any
 
 from quart import Quart, Response, current_app, g, has_request_context, request
-from quart.wrappers import Request
+from quart.sessions import SessionInterface, SessionMixin
+from quart.wrappers import BaseRequestWebsocket, Request
 from quart_cors import cors
 from quart_schema.validation import QUART_SCHEMA_REQUEST_ATTRIBUTE
 
@@ -47,6 +48,18 @@ class ApiRequest(Request):
         raise InvalidJson()
 
 
+class NoSession(SessionInterface):
+    """The API keeps no session: its tokens carry the state. Quart's default would open
+    (and save) a signed cookie session on every request, a twentieth of a `GET
+    /auth/me`; here `session` is always Quart's empty null session."""
+
+    async def open_session(self, app: Quart, request: BaseRequestWebsocket) -> None:
+        return None
+
+    async def save_session(self, app: Quart, session: SessionMixin, response: Any) -> None:
+        return None
+
+
 class RequestIdFilter(logging.Filter):
     """Adds `request_id` to every log record (`-` outside a request)."""
 
@@ -62,6 +75,7 @@ CORS_EXPOSE_HEADERS = ("X-Request-ID", "Retry-After", "WWW-Authenticate")
 
 def init_app(app: Quart) -> None:
     app.request_class = ApiRequest
+    app.session_interface = NoSession()  # type: ignore[assignment]  # Quart types its default
     app.before_request(_start)
     app.before_request(_require_json_body)
     app.after_request(_finish)

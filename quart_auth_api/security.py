@@ -25,9 +25,11 @@ import hashlib
 import json
 import re
 import uuid
+from calendar import timegm
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -53,6 +55,8 @@ MIN_RSA_BITS = 2048
 MAX_KEY_FILE_BYTES = 64 * 1024
 #: Longer than any token this service mints; a bigger one is refused unread.
 MAX_TOKEN_LENGTH = 4096
+#: Verified tokens remembered per worker (each about 1.5 KiB).
+VERIFIED_TOKENS = 1024
 #: A compact JWS: three base64url segments. A JWE (five) never reaches jose.
 COMPACT_JWS_RE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 #: The only header parameters a token may carry: `enc`, `zip`, `jku`, `jwk`, `x5u`,
@@ -103,6 +107,10 @@ class TokenKeys:
     access_ttl: timedelta
     refresh_ttl: timedelta
     verification_keys: tuple[JwtKey, ...] = ()
+    #: Tokens this key set has verified, so a token seen again skips the signature.
+    verified: VerifiedTokens = field(
+        default_factory=lambda: VerifiedTokens(VERIFIED_TOKENS), compare=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         if self.signing_key.signer is None:
@@ -354,7 +362,31 @@ def mint_token(
 
 def decode_token(keys: TokenKeys, token: str) -> dict[str, Any]:
     """Verify with the key the `kid` names, pinned to that key's one algorithm; then
-    lifetime, issuer, audience and claim types."""
+    lifetime, issuer, audience and claim types.
+
+    A token verified before (the same string, so the same header, claims and
+    signature) is taken from `keys.verified`, and only what time changes is checked
+    again: `exp` and `nbf`, exactly as python-jose checks them.
+    """
+    claims = keys.verified.get(token)
+    if claims is not None:
+        now = _jose_now()
+        if claims["exp"] < now:
+            raise TokenExpired()
+        if claims["nbf"] > now:
+            raise TokenError()
+        return claims
+    claims = _verify(keys, token)
+    keys.verified.put(token, claims)
+    return claims
+
+
+def _jose_now() -> int:
+    """The clock python-jose's `decode` reads (whole seconds since the epoch, UTC)."""
+    return timegm(datetime.now(tz=UTC).utctimetuple())
+
+
+def _verify(keys: TokenKeys, token: str) -> dict[str, Any]:
     key = _verifying_key(keys, token)
     try:
         claims = jwt.decode(
@@ -374,6 +406,35 @@ def decode_token(keys: TokenKeys, token: str) -> dict[str, Any]:
         # jose checks iat/nbf/exp with a bare int(): null, a list or Infinity raise
         raise TokenError() from None
     return _checked_claims(claims)
+
+
+class VerifiedTokens:
+    """The claims of the last `size` tokens verified (least recently used goes first).
+
+    Verifying the same token on every request is a tenth of a `GET /auth/me`
+    (bench/README.md); clients send one access token for many requests. An entry
+    needs the exact token string, so only a token that passed every check once is
+    ever found, and the cache dies with its key set. Revocation is not cached: the
+    guard asks the database on every request.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._claims: OrderedDict[str, dict[str, Any]] = OrderedDict()
+
+    def get(self, token: str) -> dict[str, Any] | None:
+        claims = self._claims.get(token)
+        if claims is not None:
+            self._claims.move_to_end(token)
+        return claims
+
+    def put(self, token: str, claims: dict[str, Any]) -> None:
+        self._claims[token] = claims
+        if len(self._claims) > self.size:
+            self._claims.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._claims)
 
 
 def _verifying_key(keys: TokenKeys, token: str) -> JwtKey:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from quart import Blueprint, Quart
+from quart import Blueprint, Quart, session
 
 from quart_auth_api import create_app, current_user, get_jwt, get_jwt_identity, jwt_required
 from settings import Settings
@@ -37,6 +37,11 @@ async def maybe() -> dict:
 @jwt_required(refresh=True)
 async def exchange() -> dict:
     return {"type": get_jwt()["type"]}
+
+
+@reports.get("/session")
+async def quart_session() -> dict:
+    return {"null": session.__class__.__name__ == "NullSession", "keys": list(session)}
 
 
 @pytest.fixture
@@ -118,3 +123,11 @@ async def test_guarded_routes_are_documented_with_bearer_security(client):
     assert schema["paths"]["/reports/mine"]["get"]["security"] == [{"bearer": []}]
     assert schema["paths"]["/auth/me"]["get"]["security"] == [{"bearer": []}]
     assert schema["paths"]["/auth/login"]["post"]["security"] == []  # public
+
+
+async def test_there_is_no_quart_session_only_tokens(client):
+    """Quart's signed-cookie session is never opened or saved (hooks.NoSession): a view
+    sees the empty null session, and no answer sets a session cookie."""
+    response = await client.get("/reports/session", headers={"Cookie": "session=forged.value"})
+    assert await response.get_json() == {"null": True, "keys": []}
+    assert "Set-Cookie" not in response.headers

@@ -304,3 +304,64 @@ async def test_another_users_session_id_does_not_authenticate(client, account, k
     token = forge(keys, access_claims(account, sid=claims_of(grace.access_token)["sid"]))
 
     await rejected(await me(client, f"Bearer {token}"), "token_revoked")
+
+
+# -- verified tokens remembered (security.VerifiedTokens) ---------------------------------
+
+
+async def test_a_token_seen_again_skips_the_signature_but_not_the_clock(
+    client, account, keys, monkeypatch
+):
+    """The second use of a token comes from the cache (jose is not called again); when
+    its `exp` passes, the cached token is refused as expired, like a fresh one."""
+    from quart_auth_api import security
+
+    verified: list[str] = []
+    original = security._verify
+    monkeypatch.setattr(
+        security, "_verify", lambda keys, token: verified.append(token) or original(keys, token)
+    )
+    assert (await me(client, f"Bearer {account.access_token}")).status_code == 200
+    assert (await me(client, f"Bearer {account.access_token}")).status_code == 200
+    assert verified == [account.access_token]
+    expires = claims_of(account.access_token)["exp"]
+    monkeypatch.setattr(security, "_jose_now", lambda: expires + 1)
+    await rejected(await me(client, f"Bearer {account.access_token}"), "token_expired")
+    monkeypatch.setattr(security, "_jose_now", lambda: expires)  # jose: valid up to exp
+    assert (await me(client, f"Bearer {account.access_token}")).status_code == 200
+
+
+async def test_a_cached_token_is_not_yet_valid_before_its_nbf(client, account, keys, monkeypatch):
+    from quart_auth_api import security
+
+    assert (await me(client, f"Bearer {account.access_token}")).status_code == 200
+    nbf = claims_of(account.access_token)["nbf"]
+    monkeypatch.setattr(security, "_jose_now", lambda: nbf - 1)
+    await rejected(await me(client, f"Bearer {account.access_token}"), "token_invalid")
+
+
+async def test_a_changed_token_is_verified_again_never_matched(client, account, keys):
+    """Only the exact string that passed is remembered: one changed character in the
+    signature is verified from scratch, and refused."""
+    assert (await me(client, f"Bearer {account.access_token}")).status_code == 200
+    token = account.access_token
+    tampered = token[:-2] + ("AA" if token[-2:] != "AA" else "BB")
+    await rejected(await me(client, f"Bearer {tampered}"), "token_invalid")
+
+
+async def test_a_revoked_session_is_refused_even_with_a_remembered_token(client, account):
+    assert (await me(client, f"Bearer {account.access_token}")).status_code == 200
+    assert (await client.post("/auth/logout", headers=bearer(account.access_token))).status_code
+    await rejected(await me(client, f"Bearer {account.access_token}"), "token_revoked")
+
+
+def test_verified_tokens_forget_the_least_recently_used_first():
+    from quart_auth_api.security import VerifiedTokens
+
+    cache = VerifiedTokens(2)
+    cache.put("a", {"n": 1})
+    cache.put("b", {"n": 2})
+    assert cache.get("a") == {"n": 1}  # now b is the least recently used
+    cache.put("c", {"n": 3})
+    assert (cache.get("a"), cache.get("b"), cache.get("c")) == ({"n": 1}, None, {"n": 3})
+    assert len(cache) == 2
