@@ -31,6 +31,9 @@ SECURITY_HEADERS = {
     "Cross-Origin-Resource-Policy": "same-origin",
 }
 HSTS = "max-age=63072000; includeSubDomains"
+#: Added to every answer unless the view set them: security headers, and no caching.
+DEFAULT_HEADERS = (*SECURITY_HEADERS.items(), ("Cache-Control", "no-store"))
+PRODUCTION_HEADERS = (*DEFAULT_HEADERS, ("Strict-Transport-Security", HSTS))
 
 
 class ApiRequest(Request):
@@ -134,13 +137,15 @@ async def _require_json_body() -> None:
 async def _finish(response: Response) -> Response:
     settings = current_app.extensions["settings"]
     request_id = g.get("request_id") or uuid.uuid4().hex
-    response.headers["X-Request-ID"] = request_id
-    for name, value in SECURITY_HEADERS.items():
-        response.headers.setdefault(name, value)
-    if settings.is_production:
-        response.headers.setdefault("Strict-Transport-Security", HSTS)
-    if "Cache-Control" not in response.headers:
-        response.headers["Cache-Control"] = "no-store"
+    headers = response.headers
+    headers["X-Request-ID"] = request_id
+    # one pass over what the view set (werkzeug's setdefault raises and catches an
+    # exception for every header it does not find: a twentieth of a GET /auth/me)
+    present = {name.lower() for name in headers.keys()}  # noqa: SIM118  (Headers)
+    defaults = PRODUCTION_HEADERS if settings.is_production else DEFAULT_HEADERS
+    headers.extend([(name, value) for name, value in defaults if name.lower() not in present])
+    if not access_log.isEnabledFor(logging.INFO):
+        return response
     duration_ms = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
     access_log.info(
         "%s %s %s %.1fms",

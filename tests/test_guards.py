@@ -8,6 +8,8 @@ import pytest
 from quart import Blueprint, Quart, session
 
 from quart_auth_api import create_app, current_user, get_jwt, get_jwt_identity, jwt_required
+from quart_auth_api.db import get_db
+from quart_auth_api.models import User
 from settings import Settings
 
 from .conftest import PASSWORD, bearer, problem, register
@@ -37,6 +39,16 @@ async def maybe() -> dict:
 @jwt_required(refresh=True)
 async def exchange() -> dict:
     return {"type": get_jwt()["type"]}
+
+
+@reports.post("/rename")
+@jwt_required()
+async def rename() -> dict:
+    user = await get_db().get(User, current_user.id)  # the README's pattern
+    assert user is not None
+    user.name = "Renamed"
+    await get_db().commit()
+    return {"before": current_user.name, "after": user.name}
 
 
 @reports.get("/session")
@@ -131,3 +143,11 @@ async def test_there_is_no_quart_session_only_tokens(client):
     response = await client.get("/reports/session", headers={"Cookie": "session=forged.value"})
     assert await response.get_json() == {"null": True, "keys": []}
     assert "Set-Cookie" not in response.headers
+
+
+async def test_current_user_is_a_snapshot_and_the_row_is_one_get_away(client):
+    account = await register(client)
+    response = await client.post("/reports/rename", headers=bearer(account.access_token))
+    assert await response.get_json() == {"before": account.name, "after": "Renamed"}
+    me = await client.get("/auth/me", headers=bearer(account.access_token))
+    assert (await me.get_json())["name"] == "Renamed"
