@@ -418,6 +418,16 @@ async def end_connections(admin: Any, name: str) -> None:
         await asyncio.sleep(POLL_INTERVAL)
 
 
+async def registered_token(server: Server, email: str) -> str:
+    """Register `email` over HTTP; the new session's access token."""
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=OUTAGE_HTTP_TIMEOUT) as client:
+        response = await client.post(
+            "/auth/register", json={"email": email, "password": PASSWORD, "name": "Ada"}
+        )
+    assert response.status_code == 201, response.text
+    return str(response.json()["access_token"])
+
+
 @dataclass
 class Probe:
     """One request on a new connection: the answer, the worker and how long it took."""
@@ -486,13 +496,7 @@ async def test_database_outage_is_503_and_the_same_processes_recover(two_workers
     server = two_workers
     name = make_url(migrated_url).database
     assert name is not None
-    async with httpx.AsyncClient(base_url=server.base_url, timeout=OUTAGE_HTTP_TIMEOUT) as client:
-        response = await client.post(
-            "/auth/register",
-            json={"email": "outage@example.com", "password": PASSWORD, "name": "Ada"},
-        )
-    assert response.status_code == 201, response.text
-    token = response.json()["access_token"]
+    token = await registered_token(server, "outage@example.com")
     workers = await worker_pids(server)
 
     async def down_in_one_worker() -> list[Probe]:
@@ -579,13 +583,7 @@ async def test_dead_pooled_connections_cost_no_failed_token_check(two_workers, m
     server = two_workers
     name = make_url(migrated_url).database
     assert name is not None and name.startswith("qaa_scratch_"), name
-    async with httpx.AsyncClient(base_url=server.base_url, timeout=OUTAGE_HTTP_TIMEOUT) as client:
-        response = await client.post(
-            "/auth/register",
-            json={"email": "restart@example.com", "password": PASSWORD, "name": "Ada"},
-        )
-    assert response.status_code == 201, response.text
-    token = response.json()["access_token"]
+    token = await registered_token(server, "restart@example.com")
     workers = await worker_pids(server)
 
     async def me_in_one_worker() -> list[Probe]:
