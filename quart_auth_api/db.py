@@ -4,7 +4,7 @@ The engine and session factory live on `app.extensions["db"]`, opened in
 `before_serving` and disposed in `after_serving`; each request gets one lazily
 created `AsyncSession`, closed at teardown. The hot path skips the ORM unit of work:
 the guard's check on every request is `read_one()`, the rotation of a refresh token
-`run_statement()`, each one statement on a pooled connection outside any explicit
+`write()`, each one statement on a pooled connection outside any explicit
 transaction (no BEGIN/ROLLBACK round trips).
 """
 
@@ -106,11 +106,11 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 def open_database(settings: Settings) -> Database:
     engine = create_engine(settings)
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
     if settings.is_sqlite:  # the driver begins a transaction only before a write
-        sessions = async_sessionmaker(engine, expire_on_commit=False)
         return Database(engine, sessions, engine, SqliteStatements(engine))
     direct = engine.execution_options(isolation_level="AUTOCOMMIT")  # an attribute on asyncpg
-    return Database(engine, async_sessionmaker(engine, expire_on_commit=False), direct)
+    return Database(engine, sessions, direct)
 
 
 async def read_one(select: AnySelect, parameters: Mapping[str, Any]) -> Any | None:
@@ -163,7 +163,7 @@ class SqliteStatements:
 
     def compiled(self, statement: Executable) -> SqliteStatement:
         found = self.cache.get(id(statement))
-        if found is None:  # the hot path's statements are module constants
+        if found is None:  # the entry keeps the statement alive, so its id stays its own
             found = self.cache[id(statement)] = SqliteStatement(statement, self.engine)
         return found
 
@@ -174,6 +174,7 @@ class SqliteStatement:
 
     def __init__(self, statement: Executable, engine: AsyncEngine) -> None:
         dialect = engine.dialect
+        self.statement = statement
         self.engine = engine
         self.compiled = statement.compile(dialect=dialect)  # type: ignore[attr-defined]
         self.processors = [
