@@ -66,7 +66,7 @@ def share_metrics_directory(settings: Settings) -> Settings:
 
 
 def migrate(settings: Settings) -> None:
-    """`alembic upgrade head`, once, in the parent process before any worker starts."""
+    """`alembic upgrade head`, once, before any worker starts (in `prepare_database`'s child)."""
     from alembic import command
 
     from quart_auth_api.db import alembic_config
