@@ -64,7 +64,7 @@ $(BENCH_VENV)/.installed: requirements-bench.txt bench/flask_reference/requireme
 	$(BENCH_PY) -m pip install --quiet -r requirements-bench.txt
 	@touch $@
 
-.PHONY: bench bench-smoke bench-profile
+.PHONY: bench bench-smoke bench-profile bench-compare
 
 ## bench: this service vs the Flask reference (SQLite and PostgreSQL, scaling, table growth);
 ## writes bench/results/<date>/ and bench/latest.{json,png}. Installs wrk (apt-get) when missing.
@@ -78,3 +78,8 @@ bench-smoke: $(BIN)/.runtime $(BENCH_VENV)/.installed
 ## bench-profile: py-spy profiles of GET /auth/me and POST /auth/refresh of this service
 bench-profile: $(BIN)/.runtime $(BENCH_VENV)/.installed
 	BENCH_COMMAND="make bench-profile" $(BENCH_PY) -m bench.run --profile $(BENCH_ARGS)
+
+## bench-compare: GET /auth/me of this checkout against BASELINE (a git revision), interleaved
+BASELINE ?= HEAD
+bench-compare: $(BIN)/.runtime $(BENCH_VENV)/.installed
+	BENCH_COMMAND="make bench-compare BASELINE=$(BASELINE)" $(BENCH_PY) -m bench.run --compare $(BASELINE) $(BENCH_ARGS)

@@ -20,10 +20,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench.harness import BenchError, fresh_database
+from bench.common import BenchError
+from bench.harness import fresh_database
 
 if TYPE_CHECKING:
-    from bench.run import Bench
+    from bench.suite import Bench
 
 RATE = 200  # samples per second
 #: Top-level module paths (as py-spy prints them, relative to sys.path) -> library.

@@ -1,0 +1,113 @@
+"""Users seeded through the API, and the check that both sides answer the same API."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.common import HTTP_TIMEOUT, PASSWORD, TOKEN_KEYS, USER_KEYS, BenchError
+
+# -- seeding through the API -----------------------------------------------------------
+
+
+def call(
+    base_url: str, method: str, path: str, *, body: Any = None, token: str | None = None
+) -> tuple[int, Any]:
+    """One HTTP request; (status, decoded JSON or None)."""
+    headers = {"Accept": "application/json"}
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(  # noqa: S310 (http://127.0.0.1 only)
+        base_url + path, data=data, headers=headers, method=method
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as response:  # noqa: S310
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as error:
+        status, raw = error.code, error.read()
+    try:
+        return status, json.loads(raw) if raw else None
+    except ValueError:
+        return status, None
+
+
+@dataclass
+class Seed:
+    emails: list[str]
+    access_tokens: list[str]
+    refresh_tokens: list[str]
+    user_ids: list[str]
+
+
+def seed_users(base_url: str, count: int, *, prefix: str, concurrency: int) -> Seed:
+    """Register `count` users through the API (concurrently); their tokens."""
+
+    def register(index: int) -> tuple[str, dict[str, Any]]:
+        email = f"{prefix}-{index}@bench.example.com"
+        status, body = call(
+            base_url,
+            "POST",
+            "/auth/register",
+            body={"email": email, "password": PASSWORD, "name": f"Seed {index}"},
+        )
+        if status != 201 or not isinstance(body, dict) or set(body) != TOKEN_KEYS:
+            raise BenchError(f"register {email}: {status} {body}")
+        return email, body
+
+    with ThreadPoolExecutor(max(1, concurrency)) as pool:
+        results = list(pool.map(register, range(count)))
+    return Seed(
+        emails=[email for email, _ in results],
+        access_tokens=[body["access_token"] for _, body in results],
+        refresh_tokens=[body["refresh_token"] for _, body in results],
+        user_ids=[body["user"]["id"] for _, body in results],
+    )
+
+
+def check_contract(base_url: str, seed: Seed) -> None:
+    """The same API on both sides: shapes of every endpoint the load uses, and logout."""
+
+    def expect(what: str, status: int, body: Any, want: int, keys: set[str] | None) -> None:
+        # a refused token: 401 (Flask-JWT-Extended answers 422 for a token of the wrong type)
+        wanted = {401, 422} if want == 401 else {want}
+        shape_ok = keys is None or (isinstance(body, dict) and set(body) == keys)
+        if status not in wanted or not shape_ok:
+            raise BenchError(f"contract: {what}: {status} {body}")
+
+    email = seed.emails[0]
+    status, body = call(base_url, "GET", "/auth/me", token=seed.access_tokens[0])
+    expect("GET /auth/me", status, body, 200, USER_KEYS)
+    status, body = call(
+        base_url, "POST", "/auth/login", body={"email": email, "password": PASSWORD}
+    )
+    expect("POST /auth/login", status, body, 200, TOKEN_KEYS)
+    expect("login user", 200, body["user"], 200, USER_KEYS)
+    status, body = call(base_url, "POST", "/auth/refresh", token=body["refresh_token"])
+    expect("POST /auth/refresh", status, body, 200, TOKEN_KEYS)
+    access, refresh = body["access_token"], body["refresh_token"]
+    status, _ = call(base_url, "GET", "/auth/me", token=refresh)
+    expect("GET /auth/me with a refresh token", status, None, 401, None)
+    status, body = call(base_url, "POST", "/auth/logout", token=access)
+    expect("POST /auth/logout", status, body, 200, {"message"})
+    status, _ = call(base_url, "GET", "/auth/me", token=access)
+    expect("GET /auth/me after logout", status, None, 401, None)
+    status, _ = call(base_url, "POST", "/auth/refresh", token=refresh)
+    expect("POST /auth/refresh after logout", status, None, 401, None)
+    status, _ = call(
+        base_url, "POST", "/auth/login", body={"email": email, "password": "wrong password!"}
+    )
+    expect("POST /auth/login, wrong password", status, None, 401, None)
+
+
+def write_lines(path: Path, lines: list[str]) -> Path:
+    path.write_text("\n".join(lines) + "\n")
+    return path
