@@ -39,7 +39,7 @@ def require_current_schema(settings: Settings) -> None:
     An unreachable database does not stop start-up: the service then answers 503 and
     `/readyz` says so until the database is back.
     """
-    from quart_auth_api.db import schema_problem
+    from quart_auth_api.migrate import schema_problem  # Alembic: never in a server process
 
     try:
         problem = asyncio.run(schema_problem(settings))
@@ -65,17 +65,6 @@ def share_metrics_directory(settings: Settings) -> Settings:
     return settings.model_copy(update={"prometheus_multiproc_dir": directory})
 
 
-def migrate(settings: Settings) -> None:
-    """`alembic upgrade head`, once, before any worker starts (in `prepare_database`'s child)."""
-    from alembic import command
-
-    from quart_auth_api.db import alembic_config
-
-    config = alembic_config(settings)
-    config.attributes["configure_logger"] = False
-    command.upgrade(config, "head")
-
-
 def build_app(settings: Settings) -> Quart:
     """The app, once the schema is known to be current."""
     from quart_auth_api import create_app
@@ -97,7 +86,9 @@ def prepare_database(settings: Settings) -> None:
 
 def _prepare(settings: Settings) -> None:
     if settings.db_auto_migrate:
-        migrate(settings)
+        from quart_auth_api.migrate import upgrade  # Alembic: only in this child
+
+        upgrade(settings)
     require_current_schema(settings)
 
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 
+from .client import client_ip
+from .crypto.digests import email_digest
 from .metrics import count_event
-from .security import email_digest
 
 log = logging.getLogger("quart_auth_api.security")
 
@@ -22,8 +23,6 @@ REFUSALS = frozenset(
 
 def audit(event: str, **fields: object) -> None:
     """Log one security event with the client address and `fields` (None values dropped)."""
-    from .hooks import client_ip  # hooks imports errors, which imports this module
-
     values = {"ip": client_ip() or "-"} | {
         name: _clean(value) for name, value in fields.items() if value is not None
     }

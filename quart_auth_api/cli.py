@@ -20,14 +20,20 @@ import click
 from quart import Quart
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.pool import NullPool
 
 from settings import Settings
 
-from .db import Database, create_engine
+from . import extensions
+from .db import DATABASE, create_engine
+from .extensions import Slot
 from .models import utcnow
-from .services import purge_sessions
+from .services.sessions import purge_sessions
 
 log = logging.getLogger("quart_auth_api.maintenance")
+
+#: The background purge, when SESSION_PURGE_INTERVAL is set.
+PURGE_TASK: Slot[asyncio.Task[None]] = Slot("session purge")
 
 
 async def purge_all(
@@ -51,7 +57,7 @@ async def purge_all(
 
 
 def init_app(app: Quart) -> None:
-    settings: Settings = app.extensions["settings"]
+    settings = extensions.settings(app)
 
     @app.cli.command("purge-sessions")
     def purge_sessions_command() -> None:
@@ -66,19 +72,18 @@ def init_app(app: Quart) -> None:
 
     @app.before_serving
     async def _start_purging() -> None:
-        app.extensions["purge_task"] = asyncio.create_task(_purge_forever(app, interval))
+        PURGE_TASK.put(app, asyncio.create_task(_purge_forever(app, interval)))
 
     @app.after_serving
     async def _stop_purging() -> None:
-        task: asyncio.Task[None] = app.extensions.pop("purge_task")
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        task = PURGE_TASK.pop(app)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 async def _purge_once(settings: Settings) -> int:
-    from sqlalchemy.pool import NullPool
-
     engine = create_engine(settings, poolclass=NullPool)
     try:
         return await purge_all(
@@ -92,10 +97,10 @@ async def _purge_once(settings: Settings) -> int:
 
 
 async def _purge_forever(app: Quart, interval: float) -> None:
-    settings: Settings = app.extensions["settings"]
+    settings = extensions.settings(app)
     while True:
         await asyncio.sleep(interval)
-        database: Database | None = app.extensions.get("db")
+        database = DATABASE.find(app)
         if database is None:  # not open yet, or closing
             continue
         try:

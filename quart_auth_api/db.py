@@ -1,6 +1,6 @@
 """Engine, sessions and the request's `AsyncSession`.
 
-The engine and session factory live on `app.extensions["db"]`, opened in
+The engine and session factory live in the `DATABASE` slot, opened in
 `before_serving` and disposed in `after_serving`; each request gets one lazily
 created `AsyncSession`, closed at teardown. The hot path skips the ORM unit of work:
 the guard's check on every request is `read_one()`, the rotation of a refresh token
@@ -16,9 +16,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from quart import Quart, current_app, g
-from sqlalchemy import Executable, MetaData, Select, UpdateBase, event
-from sqlalchemy.exc import DatabaseError, DBAPIError, OperationalError
+from quart import Quart, g
+from sqlalchemy import Executable, MetaData, Select, UpdateBase, event, text
+from sqlalchemy.exc import DatabaseError, DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -29,6 +29,9 @@ from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.util import greenlet_spawn
 
 from settings import Settings
+
+from . import extensions
+from .extensions import Slot
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 
@@ -56,6 +59,10 @@ class Database:
     direct: AsyncEngine
     #: SQLite: the hot path's statements, each compiled once.
     sqlite: SqliteStatements | None = field(default=None, repr=False)
+
+
+#: The database while the app serves.
+DATABASE: Slot[Database] = Slot("database")
 
 
 def create_engine(settings: Settings, **options: Any) -> AsyncEngine:
@@ -120,7 +127,7 @@ async def read_one(select: AnySelect, parameters: Mapping[str, Any]) -> Any | No
     SQLAlchemy discards it and every pooled connection as old as it, and the read runs
     once more on a new one instead of failing the request.
     """
-    database: Database = current_app.extensions["db"]
+    database = DATABASE.get()
     if database.sqlite is not None:
         return await database.sqlite.compiled(select).one(parameters)
 
@@ -138,7 +145,7 @@ async def read_one(select: AnySelect, parameters: Mapping[str, Any]) -> Any | No
 
 async def write(statement: UpdateBase, parameters: Mapping[str, Any]) -> int:
     """Run one UPDATE or DELETE as its own transaction; the number of rows it changed."""
-    database: Database = current_app.extensions["db"]
+    database = DATABASE.get()
     if database.sqlite is not None:
         return await database.sqlite.compiled(statement).rowcount(parameters)
     async with database.direct.begin() as connection:
@@ -227,13 +234,15 @@ class SqliteStatement:
 
 
 def init_app(app: Quart) -> None:
+    settings = extensions.settings(app)
+
     @app.before_serving
     async def _open() -> None:
-        app.extensions["db"] = open_database(app.extensions["settings"])
+        DATABASE.put(app, open_database(settings))
 
     @app.after_serving
     async def _close() -> None:
-        database: Database | None = app.extensions.pop("db", None)
+        database = DATABASE.pop(app)
         if database is not None:
             await database.engine.dispose()
 
@@ -244,41 +253,18 @@ def init_app(app: Quart) -> None:
             await session.close()
 
 
-async def schema_problem(settings: Settings) -> str | None:
-    """Why the database's schema is not at the migrations' head, or None when it is."""
-    from alembic.runtime.migration import MigrationContext
-    from alembic.script import ScriptDirectory
-    from sqlalchemy.pool import NullPool
-
-    head = ScriptDirectory.from_config(alembic_config(settings)).get_current_head()
-    engine = create_engine(settings, poolclass=NullPool)
-    try:
-        async with engine.connect() as connection:
-            current = await connection.run_sync(
-                lambda sync: MigrationContext.configure(sync).get_current_revision()
-            )
-    finally:
-        await engine.dispose()
-    if current == head:
-        return None
-    return f"the database schema is at {current or 'nothing'}, the migrations at {head}"
-
-
-def alembic_config(settings: Settings) -> Any:
-    """Alembic's configuration for this project, on `settings.database_url`."""
-    from alembic.config import Config
-
-    from settings import PROJECT_ROOT
-
-    config = Config(str(PROJECT_ROOT / "alembic.ini"))
-    config.attributes["database_url"] = settings.database_url
-    return config
-
-
 def get_db() -> AsyncSession:
     """The current request's session, created on first use."""
     session: AsyncSession | None = g.get("_db_session")
     if session is None:
-        database: Database = current_app.extensions["db"]
-        session = g._db_session = database.sessionmaker()
+        session = g._db_session = DATABASE.get().sessionmaker()
     return session
+
+
+async def ping(db: AsyncSession) -> bool:
+    """True when the database answers a trivial query."""
+    try:
+        await db.execute(text("SELECT 1"))
+    except (OSError, TimeoutError, SQLAlchemyError):
+        return False
+    return True

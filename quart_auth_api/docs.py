@@ -1,19 +1,24 @@
-"""OpenAPI document and Swagger UI served from local assets (never a CDN)."""
+"""The OpenAPI document: quart-schema's set-up and a provider that adds every problem.
+
+Views declare what the document cannot see (`documents_errors`, `documents_response`,
+`documented_if`); their guards and bodies imply the rest. The `/docs` page is
+`blueprints/docs.py`.
+"""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any, TypeVar
 
-from quart import Blueprint, Quart, Response, abort, send_from_directory, url_for
-from quart_schema import QuartSchema, hide
+from quart import Quart
+from quart_schema import QuartSchema
 from quart_schema.openapi import HttpSecurityScheme, Info, OpenAPIProvider, Tag
 from quart_schema.validation import QUART_SCHEMA_REQUEST_ATTRIBUTE
 from werkzeug.routing import Rule
 
-from . import __version__
+from . import extensions
+from ._version import __version__
 from .errors import (
     ApiError,
     FreshTokenRequired,
@@ -148,49 +153,12 @@ class ApiOpenAPIProvider(OpenAPIProvider):
         return paths, components
 
 
-SWAGGER_DIR = Path(__file__).parent / "static" / "swagger-ui"
-SWAGGER_ASSETS = frozenset(
-    {
-        "swagger-ui-bundle.js",
-        "swagger-ui.css",
-        "swagger-init.js",
-        "favicon-32x32.png",
-    }
-)
-
-#: Swagger UI needs inline styles (React style attributes) and data: images; nothing leaves
-#: the origin.
-DOCS_CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-    "img-src 'self' data:; connect-src 'self'; font-src 'self'; frame-ancestors 'none'; "
-    "base-uri 'none'; form-action 'none'"
-)
-
-DOCS_PAGE = """<!doctype html>
-<html lang="en">
-<head>
-  <meta charset="utf-8">
-  <title>Quart Auth API: documentation</title>
-  <link rel="stylesheet" href="{css}">
-  <link rel="icon" type="image/png" href="{icon}">
-</head>
-<body>
-  <div id="swagger-ui" data-openapi-url="{openapi}"></div>
-  <script src="{bundle}"></script>
-  <script src="{init}"></script>
-</body>
-</html>
-"""
-
-bp = Blueprint("docs", __name__)
-
-
 class ApiQuartSchema(QuartSchema):
     openapi_provider_class = ApiOpenAPIProvider
 
 
 def init_app(app: Quart) -> None:
-    enabled = app.extensions["settings"].docs_enabled
+    enabled = extensions.settings(app).docs_enabled
     ApiQuartSchema(
         app,
         openapi_path="/openapi.json" if enabled else None,
@@ -213,30 +181,3 @@ def init_app(app: Quart) -> None:
         security_schemes={"bearer": HttpSecurityScheme(scheme="bearer", bearer_format="JWT")},
         security=BEARER_SECURITY,
     )
-    if enabled:
-        app.register_blueprint(bp)
-
-
-@bp.get("/docs")
-@hide
-async def swagger_page() -> Response:
-    html = DOCS_PAGE.format(
-        css=url_for("docs.asset", filename="swagger-ui.css"),
-        icon=url_for("docs.asset", filename="favicon-32x32.png"),
-        bundle=url_for("docs.asset", filename="swagger-ui-bundle.js"),
-        init=url_for("docs.asset", filename="swagger-init.js"),
-        openapi=url_for("openapi"),
-    )
-    response = Response(html, mimetype="text/html")
-    response.headers["Content-Security-Policy"] = DOCS_CSP
-    return response
-
-
-@bp.get("/docs/assets/<filename>")
-@hide
-async def asset(filename: str) -> Response:
-    if filename not in SWAGGER_ASSETS:
-        abort(404)
-    response = await send_from_directory(SWAGGER_DIR, filename)
-    response.headers["Cache-Control"] = "public, max-age=86400"
-    return response

@@ -18,6 +18,8 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
+from .audit import audit
+
 log = logging.getLogger("quart_auth_api.errors")
 
 PROBLEM_MIMETYPE = "application/problem+json"
@@ -276,8 +278,6 @@ def database_unavailable(error: DBAPIError) -> bool:
 
 
 def init_app(app: Quart) -> None:
-    from .audit import audit
-
     @app.errorhandler(ApiError)
     async def _api_error(error: ApiError) -> Response:
         if error.audit_event is not None:

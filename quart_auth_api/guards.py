@@ -1,7 +1,8 @@
 """Route guards in the style of Flask-JWT-Extended.
 
-`jwt_required()` is the sole reader of the `Authorization` header (and, with cookie
-transport, of the token cookies through `transport.py`). It verifies the
+`bearer_token()` is the one parser of the `Authorization` header, and
+`jwt_required()` the way a token comes in (with cookie transport, also from the
+token cookies through `transport.py`). It verifies the
 token (signature, algorithm, claims, type, freshness) and then checks, with one
 indexed query, that the token's session is live and its user active, so a
 logout or a revocation takes effect at once in every worker.
@@ -21,12 +22,12 @@ from collections.abc import Awaitable, Callable
 from functools import wraps
 from typing import Any, ParamSpec, TypeVar, cast
 
-from quart import current_app, g, request
+from quart import g, request
 from quart_schema.openapi import QUART_SCHEMA_SECURITY_ATTRIBUTE
 from werkzeug.local import LocalProxy
 
-from . import security
-from .db import read_one
+from . import extensions
+from .crypto import tokens
 from .errors import (
     CsrfFailed,
     FreshTokenRequired,
@@ -36,7 +37,7 @@ from .errors import (
     TokenRevoked,
     WrongTokenType,
 )
-from .services import CurrentUser, LiveSession, load_live_session
+from .services.sessions import CurrentUser, LiveSession, load_live_session
 from .transport import cookie_token, csrf_ok, headers_enabled
 
 P = ParamSpec("P")
@@ -79,7 +80,7 @@ async def verify_jwt_in_request(
     *, refresh: bool = False, fresh: bool = False, optional: bool = False
 ) -> None:
     """What `jwt_required` does, callable from a view or a hook."""
-    token = _bearer_token() if headers_enabled() else None
+    token = bearer_token() if headers_enabled() else None
     by_cookie = token is None and (token := cookie_token(refresh=refresh)) is not None
     if token is None:
         if optional:
@@ -95,7 +96,6 @@ async def verify_jwt_in_request(
     if fresh and not claims.get("fresh"):
         raise FreshTokenRequired()
     live = await load_live_session(
-        read_one,
         session_id=uuid.UUID(claims["sid"]),
         user_public_id=uuid.UUID(claims["sub"]),
     )
@@ -105,7 +105,9 @@ async def verify_jwt_in_request(
     g._jwt_session = live
 
 
-def _bearer_token() -> str | None:
+def bearer_token() -> str | None:
+    """The token of `Authorization: Bearer <token>` (RFC 6750), None without the header;
+    any other shape of the header, or two of them, is `TokenInvalid`."""
     values = request.headers.getlist("Authorization")
     if not values:
         return None
@@ -120,10 +122,10 @@ def _bearer_token() -> str | None:
 
 def _decode(token: str) -> dict[str, Any]:
     try:
-        return security.decode_token(current_app.extensions["token_keys"], token)
-    except security.TokenExpired:
+        return tokens.decode_token(extensions.token_rules(), token)
+    except tokens.TokenExpired:
         raise TokenExpired() from None
-    except security.TokenError:
+    except tokens.TokenError:
         raise TokenInvalid() from None
 
 

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import re
 import time
 import uuid
 from typing import Any
 
-from quart import Quart, Response, current_app, g, has_request_context, request
+from quart import Quart, Response, current_app, g, request
 from quart.sessions import SessionInterface, SessionMixin
 from quart.wrappers import BaseRequestWebsocket, Request
 from quart_cors import cors
 from quart_schema.validation import QUART_SCHEMA_REQUEST_ATTRIBUTE
 
+from . import extensions
 from .errors import InvalidJson, UnsupportedMediaType
 
 access_log = logging.getLogger("quart_auth_api.access")
@@ -63,15 +63,6 @@ class NoSession(SessionInterface):
         return None
 
 
-class RequestIdFilter(logging.Filter):
-    """Adds `request_id` to every log record (`-` outside a request)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not hasattr(record, "request_id"):
-            record.request_id = g.get("request_id", "-") if has_request_context() else "-"
-        return True
-
-
 CORS_ALLOW_HEADERS = ("Authorization", "Content-Type", "X-CSRF-TOKEN", "X-Request-ID")
 CORS_EXPOSE_HEADERS = ("X-Request-ID", "Retry-After", "WWW-Authenticate")
 
@@ -82,7 +73,7 @@ def init_app(app: Quart) -> None:
     app.before_request(_start)
     app.before_request(_require_json_body)
     app.after_request(_finish)
-    settings = app.extensions["settings"]
+    settings = extensions.settings(app)
     if settings.cors_origins:  # none listed: no CORS header at all, browsers refuse
         cors(
             app,
@@ -93,30 +84,6 @@ def init_app(app: Quart) -> None:
             expose_headers=CORS_EXPOSE_HEADERS,
             max_age=600,
         )
-
-
-def client_ip() -> str | None:
-    """The client's address: the peer, or, behind `FORWARDED_PROXY_COUNT` trusted proxies
-    that each append to X-Forwarded-For, the address the outermost of them saw."""
-    proxies: int = current_app.extensions["settings"].forwarded_proxy_count
-    if proxies:
-        forwarded = [
-            hop.strip()
-            for header in request.headers.getlist("X-Forwarded-For")
-            for hop in header.split(",")
-            if hop.strip()
-        ]
-        if len(forwarded) >= proxies and _is_ip(forwarded[-proxies]):
-            return forwarded[-proxies]
-    return request.remote_addr
-
-
-def _is_ip(value: str) -> bool:
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return False
-    return True
 
 
 async def _start() -> None:
@@ -135,7 +102,7 @@ async def _require_json_body() -> None:
 
 
 async def _finish(response: Response) -> Response:
-    settings = current_app.extensions["settings"]
+    settings = extensions.settings()
     request_id = g.get("request_id") or uuid.uuid4().hex
     headers = response.headers
     headers["X-Request-ID"] = request_id

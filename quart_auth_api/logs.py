@@ -10,14 +10,22 @@ from __future__ import annotations
 import logging
 
 from pythonjsonlogger.json import JsonFormatter
+from quart import g, has_request_context
 
 from settings import Settings
-
-from .hooks import RequestIdFilter
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s pid=%(process)d [%(request_id)s] %(message)s"
 JSON_FIELDS = "%(asctime)s %(levelname)s %(name)s %(process)d %(request_id)s %(message)s"
 JSON_RENAMES = {"asctime": "time", "levelname": "level", "name": "logger", "process": "pid"}
+
+
+class RequestIdFilter(logging.Filter):
+    """Adds `request_id` to every log record (`-` outside a request)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            record.request_id = g.get("request_id", "-") if has_request_context() else "-"
+        return True
 
 
 def configure_logging(settings: Settings) -> None:

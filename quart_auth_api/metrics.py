@@ -1,8 +1,7 @@
-"""Prometheus metrics at /metrics (prometheus-client), off unless METRICS_ENABLED.
+"""Prometheus instruments (prometheus-client), observed unless METRICS_ENABLED is off.
 
-With several workers, `run.py` gives them one `PROMETHEUS_MULTIPROC_DIR` and /metrics
-aggregates every worker's samples. With METRICS_TOKEN set, /metrics needs
-`Authorization: Bearer <METRICS_TOKEN>`.
+The `/metrics` view is `blueprints/metrics.py`. With several workers, `run.py` gives
+them one `PROMETHEUS_MULTIPROC_DIR` and `/metrics` aggregates every worker's samples.
 
 - `http_requests_total{method,route,status}` and
   `http_request_duration_seconds{method,route}`: `route` is the URL rule
@@ -14,11 +13,11 @@ aggregates every worker's samples. With METRICS_TOKEN set, /metrics needs
 
 from __future__ import annotations
 
-import hmac
 import time
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
+    REGISTRY,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -26,11 +25,9 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
-from quart import Quart, Response, current_app, g, request
-from quart_schema import hide
+from quart import Quart, Response, g, request
 
-from .db import get_db
-from .errors import TokenInvalid, TokenMissing
+from . import extensions
 
 REQUESTS = Counter("http_requests_total", "HTTP requests answered.", ["method", "route", "status"])
 LATENCY = Histogram(
@@ -52,11 +49,8 @@ def count_event(event: str) -> None:
 
 
 def init_app(app: Quart) -> None:
-    settings = app.extensions["settings"]
-    if not settings.metrics_enabled:
-        return
-    app.after_request(_observe)
-    app.add_url_rule("/metrics", "metrics", hide(_metrics), methods=["GET"])
+    if extensions.settings(app).metrics_enabled:
+        app.after_request(_observe)
 
 
 async def _observe(response: Response) -> Response:
@@ -68,26 +62,15 @@ async def _observe(response: Response) -> Response:
     return response
 
 
-async def _metrics() -> Response:
-    token = current_app.extensions["settings"].metrics_token
-    if token is not None:
-        sent = request.headers.get("Authorization", "")
-        if not sent.startswith("Bearer "):
-            raise TokenMissing()
-        if not hmac.compare_digest(sent[7:].encode(), token.get_secret_value().encode()):
-            raise TokenInvalid()
-    from .services import count_live_sessions  # services -> audit -> this module
-
-    ACTIVE_SESSIONS.set(await count_live_sessions(get_db()))
+def exposition() -> Response:
+    """Every sample in Prometheus' text format (all workers' with a shared directory)."""
     response = Response(generate_latest(_registry()), content_type=CONTENT_TYPE_LATEST)
     response.headers["Cache-Control"] = "no-store"
     return response
 
 
 def _registry() -> CollectorRegistry:
-    if current_app.extensions["settings"].prometheus_multiproc_dir is None:
-        from prometheus_client import REGISTRY
-
+    if extensions.settings().prometheus_multiproc_dir is None:
         return REGISTRY
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]

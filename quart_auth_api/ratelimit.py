@@ -20,7 +20,6 @@ In Redis: `qaa:rl:<route>:<scope>/<identifiers>/<amount>/<multiples>/<granularit
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import math
 import time
@@ -33,13 +32,15 @@ from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
-from quart import Quart, current_app
+from quart import Quart
 
-from settings import ConfigError, Settings
+from settings import ConfigError
 
+from . import extensions
+from .client import client_ip, client_key
+from .crypto.digests import email_digest
 from .errors import RateLimited
-from .hooks import client_ip
-from .security import email_digest
+from .extensions import Slot
 
 if TYPE_CHECKING:
     from redis.asyncio import ConnectionPool
@@ -130,8 +131,12 @@ class RateLimiter:
                 raise RateLimited(retry_after, scope=scope)  # logged as a security event
 
 
+#: The limiter, when rate limits are on.
+LIMITER: Slot[RateLimiter] = Slot("rate limiter")
+
+
 def init_app(app: Quart) -> None:
-    settings: Settings = app.extensions["settings"]
+    settings = extensions.settings(app)
     if not settings.rate_limit_enabled:
         return
     if settings.redis_url is not None:
@@ -144,7 +149,7 @@ def init_app(app: Quart) -> None:
         },
         redis_url=settings.redis_url,
     )
-    app.extensions["rate_limiter"] = limiter
+    LIMITER.put(app, limiter)
     app.before_serving(limiter.open)
     app.after_serving(limiter.close)
 
@@ -158,7 +163,7 @@ async def rate_limit(
     `session` the session id (for `session`). Raises `RateLimited` (429) when a
     limit is spent; does nothing when rate limits are turned off.
     """
-    limiter: RateLimiter | None = current_app.extensions.get("rate_limiter")
+    limiter = LIMITER.find()
     if limiter is None:
         return
     checks = [(scope, _identifiers(scope, account=account, session=session)) for scope in scopes]
@@ -182,20 +187,6 @@ def limit_by_ip(route: str) -> Callable[[Callable[P, Awaitable[R]]], Callable[P,
 def account_key(email: str) -> str:
     """A one-way name for an email address in rate-limit keys."""
     return email_digest(email)[:32]
-
-
-def client_key(address: str | None) -> str:
-    """The client address as a key: an IPv6 client by its /64, the block one subscriber
-    gets, so that walking through its own addresses does not reset its budget."""
-    try:
-        ip = ipaddress.ip_address(address or "")
-    except ValueError:
-        return "unknown"
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return f"{ipaddress.IPv6Network((ip, 64), strict=False).network_address}/64"
-    return str(ip)
 
 
 def _identifiers(scope: str, *, account: str | None, session: str | None) -> tuple[str, ...]:

@@ -7,16 +7,12 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import Annotated, Literal, Protocol
 from uuid import UUID
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field
 
-from .passwords import BCRYPT_MAX_BYTES
-
-if TYPE_CHECKING:
-    from .models import User
-    from .services import CurrentUser
+from .crypto.passwords import BCRYPT_MAX_BYTES
 
 MIN_PASSWORD_CHARS = 8
 MAX_EMAIL_CHARS = 254
@@ -124,6 +120,21 @@ class LoginIn(_In):
     password: Password
 
 
+class PublicUser(Protocol):
+    """What `UserOut` shows of a user: a `models.User` row or the guard's snapshot."""
+
+    @property
+    def public_id(self) -> UUID: ...
+    @property
+    def email(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def updated_at(self) -> datetime: ...
+
+
 class UserOut(BaseModel):
     """A user as the API shows it: never a password hash, never an internal id."""
 
@@ -134,7 +145,7 @@ class UserOut(BaseModel):
     updated_at: datetime
 
     @classmethod
-    def of(cls, user: User | CurrentUser) -> UserOut:
+    def of(cls, user: PublicUser) -> UserOut:
         return cls(
             id=user.public_id,
             email=user.email,

@@ -1,7 +1,9 @@
-"""Token transport by cookie, with Flask-JWT-Extended's names and double-submit CSRF.
+"""Tokens going out: `issue_tokens()` mints them and builds the body; with cookie
+transport, the cookies and their double-submit CSRF values (`guards.py` is how tokens
+come in).
 
-With `JWT_TOKEN_LOCATION` including `cookies`, login, registration and refresh set
-four cookies and logout clears them:
+Cookies have Flask-JWT-Extended's names. With `JWT_TOKEN_LOCATION` including
+`cookies`, login, registration and refresh set four cookies and logout clears them:
 
 - `access_token_cookie` (path `/`) and `refresh_token_cookie` (path `/auth/refresh`):
   HttpOnly, SameSite (`JWT_COOKIE_SAMESITE`, Lax by default), Secure in production;
@@ -16,11 +18,19 @@ from __future__ import annotations
 
 import hmac
 import secrets
+import uuid
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
-from quart import Response, after_this_request, current_app, request
+from quart import Response, after_this_request, request
 from werkzeug.wrappers import Response as WerkzeugResponse
+
+from . import extensions
+from .audit import audit
+from .crypto.tokens import ACCESS, REFRESH, mint_token
+from .models import utcnow
+from .schemas import PublicUser, TokenOut, UserOut
 
 AnyResponse = Response | WerkzeugResponse
 
@@ -44,11 +54,11 @@ class CookieTokens:
 
 
 def cookies_enabled() -> bool:
-    return "cookies" in current_app.extensions["settings"].jwt_token_location
+    return "cookies" in extensions.settings().jwt_token_location
 
 
 def headers_enabled() -> bool:
-    return "headers" in current_app.extensions["settings"].jwt_token_location
+    return "headers" in extensions.settings().jwt_token_location
 
 
 def new_csrf_value() -> str:
@@ -64,8 +74,7 @@ def cookie_token(*, refresh: bool) -> str | None:
 
 def csrf_ok(claims: dict[str, Any]) -> bool:
     """Double-submit check for a cookie-authenticated, state-changing request."""
-    settings = current_app.extensions["settings"]
-    if request.method in SAFE_METHODS or not settings.jwt_cookie_csrf_protect:
+    if request.method in SAFE_METHODS or not extensions.settings().jwt_cookie_csrf_protect:
         return True
     sent = request.headers.get(CSRF_HEADER, "")
     expected = claims.get("csrf")
@@ -85,9 +94,9 @@ COOKIES: dict[str, tuple[str, bool]] = {
 
 def set_token_cookies(tokens: CookieTokens) -> None:
     """Set the four cookies on this request's response."""
-    settings = current_app.extensions["settings"]
-    access_age = int(settings.jwt_access_token_expires.total_seconds())
-    refresh_age = int(settings.jwt_refresh_token_expires.total_seconds())
+    rules = extensions.token_rules()
+    access_age = int(rules.access_ttl.total_seconds())
+    refresh_age = int(rules.refresh_ttl.total_seconds())
     _write_cookies(
         {
             ACCESS_COOKIE: (tokens.access_token, access_age),
@@ -105,20 +114,49 @@ def unset_token_cookies() -> None:
 
 def _write_cookies(values: dict[str, tuple[str, int]] | None) -> None:
     """Set the cookies to `values` (value, max age), or expire them all when None."""
-    settings = current_app.extensions["settings"]
+    settings = extensions.settings()
 
     @after_this_request
     async def _write(response: AnyResponse) -> AnyResponse:
+        secure, samesite = bool(settings.jwt_cookie_secure), settings.jwt_cookie_samesite
         for name, (path, http_only) in COOKIES.items():
-            flags = {
-                "path": path,
-                "secure": settings.jwt_cookie_secure,
-                "httponly": http_only,
-                "samesite": settings.jwt_cookie_samesite,
-            }
             if values is None:
-                response.delete_cookie(name, **flags)
+                response.delete_cookie(
+                    name, path=path, secure=secure, httponly=http_only, samesite=samesite
+                )
             else:
                 value, max_age = values[name]
-                response.set_cookie(name, value, max_age=max_age, **flags)
+                response.set_cookie(
+                    name,
+                    value,
+                    max_age=max_age,
+                    path=path,
+                    secure=secure,
+                    httponly=http_only,
+                    samesite=samesite,
+                )
         return response
+
+
+def issue_tokens(
+    user: PublicUser, session_id: uuid.UUID, *, generation: int, fresh: bool, event: str
+) -> TokenOut:
+    """Mint an access and a refresh token for a session, log `event`, set the cookies
+    (cookie transport), build the body."""
+    audit(event, user=user.public_id, sid=session_id, gen=generation)
+    rules = extensions.token_rules()
+    now = utcnow()
+    subject, sid = str(user.public_id), str(session_id)
+    cookies = cookies_enabled()
+    access_csrf, refresh_csrf = (new_csrf_value(), new_csrf_value()) if cookies else (None, None)
+    mint = partial(mint_token, rules, subject=subject, session_id=sid, now=now)
+    access = mint(token_type=ACCESS, fresh=fresh, csrf=access_csrf)
+    refresh = mint(token_type=REFRESH, generation=generation, csrf=refresh_csrf)
+    if access_csrf and refresh_csrf:
+        set_token_cookies(CookieTokens(access.token, refresh.token, access_csrf, refresh_csrf))
+    return TokenOut(
+        user=UserOut.of(user),
+        access_token=access.token,
+        refresh_token=refresh.token,
+        expires_in=int(rules.access_ttl.total_seconds()),
+    )

@@ -3,22 +3,17 @@
 
 `database_url` is parametrized over the backends, so every test that uses an app
 runs once per database. SQLite gets a new file per test; PostgreSQL gets its
-tables created once per run and emptied before each test.
+tables created once per run and emptied before each test. Fixtures only: what tests
+import is in `tests/helpers/`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
-import os
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 from quart import Quart
@@ -30,11 +25,17 @@ from sqlalchemy.pool import NullPool
 from quart_auth_api import create_app
 from quart_auth_api.db import Base, create_engine
 from settings import Settings, to_async_url
+from tests.helpers.http import Account, Clock, register
+from tests.helpers.processes import (
+    SERVER_WORKERS,
+    TEST_DATABASE_URL,
+    Server,
+    production_env,
+    run_alembic,
+    serve,
+)
 
-TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "").strip()
 BACKENDS = ["sqlite"] + (["postgresql"] if TEST_DATABASE_URL else [])
-PASSWORD = "correct horse battery"
-TOKEN_BODY_KEYS = {"user", "access_token", "refresh_token", "token_type", "expires_in"}
 
 
 async def _reset_schema(url: str, *, drop: bool) -> None:
@@ -116,19 +117,6 @@ def client(app: Quart) -> TestClientProtocol:
     return app.test_client()
 
 
-class Clock:
-    """Stands in for the `time` module where rate limits read the time (no sleeping)."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def time(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     """A clock the rate limits read; `clock.advance(60)` lets a minute pass."""
@@ -142,67 +130,23 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     return clock
 
 
-@dataclass
-class Account:
-    """A registered user and the tokens of its first session."""
-
-    email: str
-    password: str
-    name: str
-    user: dict[str, Any]
-    access_token: str
-    refresh_token: str
-
-    @property
-    def auth(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.access_token}"}
-
-    @property
-    def refresh_auth(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.refresh_token}"}
-
-
-async def register(
-    client: TestClientProtocol,
-    email: str | None = None,
-    password: str = PASSWORD,
-    name: str = "Ada Lovelace",
-) -> Account:
-    email = email or f"user-{uuid.uuid4().hex[:10]}@example.com"
-    response = await client.post(
-        "/auth/register", json={"email": email, "password": password, "name": name}
-    )
-    assert response.status_code == 201, await response.get_data(as_text=True)
-    body = await response.get_json()
-    return Account(email, password, name, body["user"], body["access_token"], body["refresh_token"])
-
-
 @pytest.fixture
 async def account(client: TestClientProtocol) -> Account:
     """One registered user, logged in."""
     return await register(client, email="ada@example.com")
 
 
-def claims_of(token: str) -> dict[str, Any]:
-    """The JWT payload, read without verification (what any client can see)."""
-    payload = token.split(".")[1]
-    return dict(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))
+@pytest.fixture
+def migrated_url(scratch_database_url: str) -> str:
+    """A brand-new database, migrated to the head revision by Alembic."""
+    run_alembic(scratch_database_url, "upgrade", "head")
+    return scratch_database_url
 
 
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-async def problem(response: Any, status: int, code: str) -> dict[str, Any]:
-    """Assert `response` is the problem document for `status` / `code`; return it."""
-    text_body = await response.get_data(as_text=True)
-    assert response.status_code == status, text_body
-    assert response.mimetype == "application/problem+json", response.mimetype
-    body = await response.get_json(force=True)
-    assert body["code"] == code, body
-    assert body["status"] == status
-    assert body["type"] == "about:blank"
-    assert body["title"] and body["detail"]
-    assert body["request_id"] == response.headers["X-Request-ID"]
-    assert "Traceback" not in text_body
-    return dict(body)
+@pytest.fixture
+def two_workers(migrated_url: str, tmp_path: Path) -> Iterator[Server]:
+    """`QUART_ENV=production python run.py`, 2 workers, rate limits off (one client
+    address sends every request here; the limits are tested in test_rate_limits.py)."""
+    env = production_env(migrated_url, workers=SERVER_WORKERS, RATE_LIMIT_ENABLED="false")
+    with serve(env, tmp_path / "server.log") as server:
+        yield server

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from tests.conftest import PASSWORD, bearer, problem, register
+from tests.helpers.http import PASSWORD, bearer, problem, register
 
 
 class Lines(logging.Handler):

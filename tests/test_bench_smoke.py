@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import PROJECT_ROOT, SERVICE_VARIABLES
+from tests.helpers.processes import PROJECT_ROOT, SERVICE_VARIABLES
 
 pytestmark = pytest.mark.server
 

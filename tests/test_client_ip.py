@@ -6,7 +6,7 @@ import pytest
 from quart import Quart
 
 from quart_auth_api import create_app
-from quart_auth_api.hooks import client_ip
+from quart_auth_api.client import client_ip
 from settings import Settings
 
 

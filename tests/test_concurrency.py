@@ -8,10 +8,10 @@ import uuid
 import pytest
 from sqlalchemy import func, select
 
+from quart_auth_api.db import DATABASE
 from quart_auth_api.models import AuthSession, User
 from settings import Settings
-
-from .conftest import PASSWORD, claims_of, register
+from tests.helpers.http import PASSWORD, claims_of, register
 
 RACERS = 20
 
@@ -24,7 +24,7 @@ def settings(database_url: str) -> Settings:
 
 
 async def scalar(app, statement):
-    async with app.extensions["db"].sessionmaker() as db:
+    async with DATABASE.get(app).sessionmaker() as db:
         return await db.scalar(statement)
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import PROJECT_ROOT, production_env, run_alembic, serve
+from tests.helpers.processes import PROJECT_ROOT, production_env, run_alembic, serve
 
 pytestmark = pytest.mark.server
 

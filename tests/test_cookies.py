@@ -10,7 +10,7 @@ from quart import Quart
 
 from quart_auth_api import create_app
 from settings import Settings
-from tests.conftest import PASSWORD, bearer, claims_of, problem
+from tests.helpers.http import PASSWORD, bearer, claims_of, problem
 
 NEW_USER = {"email": "cookie@example.com", "password": PASSWORD, "name": "Cookie"}
 TOKEN_COOKIES = {"access_token_cookie", "refresh_token_cookie"}

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.helpers import PROJECT_ROOT, Server, production_env, run_alembic, serve
+from tests.helpers.processes import PROJECT_ROOT, Server, production_env, run_alembic, serve
 
 pytestmark = pytest.mark.server
 

@@ -11,7 +11,7 @@ from quart import Quart
 
 from quart_auth_api import create_app
 from settings import Settings
-from tests.conftest import PASSWORD, problem
+from tests.helpers.http import PASSWORD, problem
 
 JSON = {"Content-Type": "application/json"}
 GENERATED_REQUEST_ID = re.compile(r"[0-9a-f]{32}")

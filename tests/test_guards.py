@@ -11,8 +11,7 @@ from quart_auth_api import create_app, current_user, get_jwt, get_jwt_identity, 
 from quart_auth_api.db import get_db
 from quart_auth_api.models import User
 from settings import Settings
-
-from .conftest import PASSWORD, bearer, problem, register
+from tests.helpers.http import PASSWORD, bearer, problem, register
 
 reports = Blueprint("reports", __name__, url_prefix="/reports")
 

@@ -9,8 +9,7 @@ import pytest
 
 from quart_auth_api import __version__, create_app
 from settings import Settings
-
-from .conftest import problem
+from tests.helpers.http import problem
 
 
 async def test_index_json_for_api_clients(client):

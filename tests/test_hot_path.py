@@ -9,10 +9,10 @@ from datetime import UTC, timedelta
 import pytest
 from sqlalchemy import select, update
 
-from quart_auth_api.db import read_one
+from quart_auth_api.db import DATABASE, read_one
 from quart_auth_api.models import AuthSession, User, utcnow
-from quart_auth_api.services import LIVE_SESSION, CurrentUser, load_live_session
-from tests.conftest import bearer, claims_of, problem, register
+from quart_auth_api.services.sessions import LIVE_SESSION, CurrentUser, load_live_session
+from tests.helpers.http import bearer, claims_of, problem, register
 
 
 async def live_row(app, sid: str, sub: str):
@@ -27,7 +27,7 @@ async def test_read_one_gives_the_orm_values_with_their_types(app, client):
     account = await register(client)
     claims = claims_of(account.access_token)
     row = await live_row(app, claims["sid"], claims["sub"])
-    async with app.extensions["db"].sessionmaker() as db:
+    async with DATABASE.get(app).sessionmaker() as db:
         user = await db.scalar(select(User).where(User.public_id == uuid.UUID(claims["sub"])))
         session = await db.get(AuthSession, uuid.UUID(claims["sid"]))
     assert user is not None and session is not None
@@ -71,7 +71,7 @@ async def test_read_one_finds_nothing_for_a_dead_session(app, client, change):
     claims = claims_of(account.access_token)
     sid, sub = uuid.UUID(claims["sid"]), uuid.UUID(claims["sub"])
     now = utcnow()
-    async with app.extensions["db"].sessionmaker() as db:
+    async with DATABASE.get(app).sessionmaker() as db:
         if "revoked_at" in change:
             await db.execute(
                 update(AuthSession).where(AuthSession.id == sid).values(revoked_at=now)
@@ -87,7 +87,7 @@ async def test_read_one_finds_nothing_for_a_dead_session(app, client, change):
     if "other_user" in change:
         sub = uuid.UUID(claims_of(other.access_token)["sub"])
     async with app.app_context():
-        live = await load_live_session(read_one, session_id=sid, user_public_id=sub)
+        live = await load_live_session(session_id=sid, user_public_id=sub)
     assert live is None
     if "other_user" not in change:
         response = await client.get("/auth/me", headers=bearer(account.access_token))
@@ -99,7 +99,6 @@ async def test_current_user_is_a_read_only_snapshot(app, client):
     claims = claims_of(account.access_token)
     async with app.app_context():
         live = await load_live_session(
-            read_one,
             session_id=uuid.UUID(claims["sid"]),
             user_public_id=uuid.UUID(claims["sub"]),
         )
@@ -114,11 +113,11 @@ async def test_sqlite_errors_of_the_read_are_sqlalchemys(app, client):
     as SQLAlchemy's (here "no such table", an OperationalError, like "database is
     locked"), so the answer is the 503 of the ORM path, never a 500."""
     account = await register(client)
-    async with app.extensions["db"].engine.begin() as connection:
+    async with DATABASE.get(app).engine.begin() as connection:
         await connection.exec_driver_sql("ALTER TABLE auth_sessions RENAME TO gone")
     try:
         response = await client.get("/auth/me", headers=bearer(account.access_token))
         await problem(response, 503, "service_unavailable")
     finally:
-        async with app.extensions["db"].engine.begin() as connection:
+        async with DATABASE.get(app).engine.begin() as connection:
             await connection.exec_driver_sql("ALTER TABLE gone RENAME TO auth_sessions")

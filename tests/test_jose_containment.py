@@ -13,9 +13,6 @@
 from __future__ import annotations
 
 import ast
-import base64
-import hashlib
-import hmac
 import importlib.util
 import json
 import re
@@ -26,7 +23,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import jose.jwe
 import pytest
 from jose import jwt
 from jose.backends.cryptography_backend import (
@@ -35,23 +31,21 @@ from jose.backends.cryptography_backend import (
     CryptographyRSAKey,
 )
 
-from quart_auth_api import security, token_keys
-from tests.conftest import claims_of, register
-from tests.helpers import PROJECT_ROOT, service_env
-from tests.test_keys import (
+import quart_auth_api
+from quart_auth_api.crypto import tokens as jwt_tokens
+from quart_auth_api.extensions import build_token_rules
+from tests.helpers.keys import (
+    RETIRED_SECRET,
     asymmetric_settings,
     key_file,
-    me,
     private,
     private_pem,
-    public_der,
-    public_pem,
-    refused,
-    serving,
+    signing_material,
 )
+from tests.helpers.processes import PROJECT_ROOT, service_env
 
-PACKAGE = Path(security.__file__).parent
-SECURITY_TREE = ast.parse(Path(security.__file__).read_text())
+PACKAGE = Path(quart_auth_api.__file__).parent
+SECURITY_TREE = ast.parse(Path(jwt_tokens.__file__).read_text())
 #: Everything the package takes from jose, and from where.
 ALLOWED_JOSE_IMPORTS = {
     "jose": {"ExpiredSignatureError", "JWTError", "jwt"},
@@ -64,17 +58,6 @@ ALLOWED_JOSE_IMPORTS = {
 }
 SUB = "6a0c5ed6-7d5e-4a53-9c43-3f1f0a7c2a11"
 SID = "0f5b1c1e-2f9e-4d0b-8a49-0c2f4c1b9e77"
-
-
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def hs256_by_hand(header: dict[str, Any], claims: dict[str, Any], secret: bytes) -> str:
-    """An HS256 token signed with any bytes (jose itself refuses a PEM as a secret)."""
-    signing_input = f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(claims).encode())}"
-    signature = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
-    return f"{signing_input}.{b64url(signature)}"
 
 
 # -- read from the source ------------------------------------------------------------------
@@ -94,18 +77,18 @@ def jose_imports() -> dict[str, set[str]]:
             for module in modules:
                 if module == "jose" or module.startswith("jose."):
                     names = {f"{module}:{alias.name}" for alias in node.names}
-                    found.setdefault(str(path.relative_to(PACKAGE)), set()).update(names)
+                    found.setdefault(path.relative_to(PACKAGE).as_posix(), set()).update(names)
     return found
 
 
-def test_only_security_py_imports_jose_and_only_what_it_pins():
+def test_only_crypto_tokens_py_imports_jose_and_only_what_it_pins():
     imports = jose_imports()
 
-    assert set(imports) == {"security.py"}
+    assert set(imports) == {"crypto/tokens.py"}
     allowed = {
         f"{module}:{name}" for module, names in ALLOWED_JOSE_IMPORTS.items() for name in names
     }
-    assert imports["security.py"] == allowed
+    assert imports["crypto/tokens.py"] == allowed
 
 
 def jose_calls(function: str) -> list[ast.Call]:
@@ -129,7 +112,7 @@ def key_attribute(node: ast.expr, attribute: str) -> str:
 
 def test_every_jwt_decode_passes_one_algorithm_bound_to_the_key_that_verifies():
     calls = jose_calls("decode")
-    assert calls, "security.py decodes tokens with jwt.decode"
+    assert calls, "crypto/tokens.py decodes tokens with jwt.decode"
     for call in calls:
         keywords = {keyword.arg: keyword.value for keyword in call.keywords}
         assert None not in keywords, "no **kwargs around jwt.decode"
@@ -150,7 +133,7 @@ def test_every_jwt_encode_signs_with_the_algorithm_of_its_key():
 
 
 def test_the_regex_view_agrees_every_decode_has_a_pinned_algorithm_list():
-    source = Path(security.__file__).read_text()
+    source = Path(jwt_tokens.__file__).read_text()
     decodes = [match.start() for match in re.finditer(r"\bjwt\.decode\(", source)]
     assert len(decodes) == len(jose_calls("decode"))
     for start in decodes:
@@ -169,7 +152,7 @@ def call_text(source: str, start: int) -> str:
     raise AssertionError("unbalanced call")
 
 
-def test_security_py_never_touches_jwe_jws_jwk_or_unverified_claims():
+def test_crypto_tokens_py_never_touches_jwe_jws_jwk_or_unverified_claims():
     names = {
         node.attr if isinstance(node, ast.Attribute) else node.id
         for node in ast.walk(SECURITY_TREE)
@@ -181,10 +164,7 @@ def test_security_py_never_touches_jwe_jws_jwk_or_unverified_claims():
 # -- watched at run time ---------------------------------------------------------------------
 
 
-RETIRED_SECRET = "retired-" + "h" * 40
-
-
-def mixed_key_set(tmp_path: Path) -> security.TokenKeys:
+def mixed_key_set(tmp_path: Path) -> jwt_tokens.TokenRules:
     """RS256 active, an ES256 and an HS256 key retired: every kind in one set."""
     settings = asymmetric_settings(
         "sqlite:///unused.db",
@@ -194,17 +174,10 @@ def mixed_key_set(tmp_path: Path) -> security.TokenKeys:
         retired=("ec",),
         jwt_secret_key_fallbacks=(RETIRED_SECRET,),
     )
-    return token_keys(settings)
+    return build_token_rules(settings)
 
 
-def signing_material(algorithm: str) -> str:
-    """What signs for the `mixed_key_set` key of `algorithm` (PEM or the secret)."""
-    if algorithm == "HS256":
-        return RETIRED_SECRET
-    return private_pem(private("ec" if algorithm == "ES256" else "rsa")).decode()
-
-
-def valid_claims(keys: security.TokenKeys) -> dict[str, Any]:
+def valid_claims(keys: jwt_tokens.TokenRules) -> dict[str, Any]:
     now = int(datetime.now(UTC).timestamp())
     return {
         **{"sub": SUB, "sid": SID, "jti": "j", "type": "access", "fresh": False},
@@ -217,13 +190,13 @@ def test_each_decode_gets_exactly_the_algorithm_of_the_key_its_kid_names(tmp_pat
     every_key = (keys.signing_key, *keys.verification_keys)
     assert sorted(key.algorithm for key in every_key) == ["ES256", "HS256", "RS256"]
     calls: list[tuple[Any, Any]] = []
-    original = security.jwt.decode
+    original = jwt_tokens.jwt.decode
 
     def spy(token: str, key: Any, **kwargs: Any) -> Any:
         calls.append((key, kwargs.get("algorithms")))
         return original(token, key, **kwargs)
 
-    monkeypatch.setattr(security.jwt, "decode", spy)
+    monkeypatch.setattr(jwt_tokens.jwt, "decode", spy)
     for key in every_key:
         claims = valid_claims(keys)
         token = jwt.encode(
@@ -232,14 +205,14 @@ def test_each_decode_gets_exactly_the_algorithm_of_the_key_its_kid_names(tmp_pat
             algorithm=key.algorithm,
             headers={"kid": key.kid},
         )
-        assert security.decode_token(keys, token)["sub"] == SUB
+        assert jwt_tokens.decode_token(keys, token)["sub"] == SUB
         assert calls[-1] == (key.verifier, [key.algorithm])
         for other in {"HS256", "RS256", "ES256"} - {key.algorithm}:  # this kid, another alg
             forged = jwt.encode(
                 claims, signing_material(other), algorithm=other, headers={"kid": key.kid}
             )
-            with pytest.raises(security.TokenError):
-                security.decode_token(keys, forged)
+            with pytest.raises(jwt_tokens.TokenError):
+                jwt_tokens.decode_token(keys, forged)
     assert all(len(algorithms) == 1 for _, algorithms in calls)
 
 
@@ -279,13 +252,13 @@ def calls_into(packages: list[str], action: Callable[[], object]) -> set[str]:
     return seen
 
 
-def sign_and_verify(keys: security.TokenKeys) -> None:
+def sign_and_verify(keys: jwt_tokens.TokenRules) -> None:
     now = datetime.now(UTC)
     for token_type in ("access", "refresh"):
-        minted = security.mint_token(
+        minted = jwt_tokens.mint_token(
             keys, token_type=token_type, subject=SUB, session_id=SID, now=now, generation=0
         )
-        assert security.decode_token(keys, minted.token)["sub"] == SUB
+        assert jwt_tokens.decode_token(keys, minted.token)["sub"] == SUB
 
 
 def test_the_profiler_sees_ecdsa_when_ecdsa_signs():
@@ -301,7 +274,7 @@ def test_the_profiler_sees_ecdsa_when_ecdsa_signs():
 @pytest.mark.parametrize(("algorithm", "label"), [("ES256", "ec"), ("RS256", "rsa")])
 def test_es256_and_rs256_never_run_ecdsa_or_pure_python_rsa(tmp_path, algorithm, label):
     settings = asymmetric_settings("sqlite:///unused.db", tmp_path, algorithm, label)
-    keys = token_keys(settings)
+    keys = build_token_rules(settings)
 
     assert calls_into(["ecdsa", "rsa"], lambda: sign_and_verify(keys)) == set()
     assert calls_into(["jose"], lambda: sign_and_verify(keys))  # control: jose did run
@@ -314,18 +287,19 @@ def test_a_fresh_interpreter_never_imports_ecdsa_rsa_or_jwe(tmp_path):
     script = f"""
 import json, sys
 from datetime import UTC, datetime
-from quart_auth_api import create_app, security
+from quart_auth_api import create_app, extensions
+from quart_auth_api.crypto import tokens as jwt_tokens
 from settings import Settings
 
 for algorithm, path in [("ES256", {str(ec_file)!r}), ("RS256", {str(rsa_file)!r}), ("HS256", None)]:
     app = create_app(Settings.for_testing(jwt_algorithm=algorithm, jwt_private_key_file=path))
-    keys = app.extensions["token_keys"]
-    token = security.mint_token(keys, token_type="access", subject={SUB!r}, session_id={SID!r},
+    keys = extensions.token_rules(app)
+    token = jwt_tokens.mint_token(keys, token_type="access", subject={SUB!r}, session_id={SID!r},
                                 now=datetime.now(UTC)).token
-    assert security.decode_token(keys, token)["sub"] == {SUB!r}
+    assert jwt_tokens.decode_token(keys, token)["sub"] == {SUB!r}
     try:
-        security.decode_token(keys, "a.b.c.d.e")
-    except security.TokenError:
+        jwt_tokens.decode_token(keys, "a.b.c.d.e")
+    except jwt_tokens.TokenError:
         pass
 loaded = [name for name in sys.modules
           if name.split(".")[0] in ("ecdsa", "rsa", "pyasn1")
@@ -344,114 +318,3 @@ print(json.dumps(loaded))
 
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
-
-
-# -- through the API: algorithm confusion -------------------------------------------------------
-
-
-@pytest.fixture
-async def rs256(database_url, tmp_path):
-    """An RS256 app, its client, one account and the server's RSA kid."""
-    async with serving(asymmetric_settings(database_url, tmp_path, "RS256", "rsa")) as (app, c):
-        account = await register(c)
-        yield c, account, app.extensions["token_keys"].kid
-
-
-@pytest.mark.parametrize(
-    "secret",
-    [
-        pytest.param(lambda: public_pem(private("rsa")), id="public-key-pem"),
-        pytest.param(lambda: public_der(private("rsa")), id="public-key-der"),
-    ],
-)
-@pytest.mark.parametrize("kid", ["server", "absent", "of-the-secret"])
-async def test_an_hs256_token_keyed_with_the_public_key_is_401(rs256, secret, kid):
-    client, account, server_kid = rs256
-    public = secret()
-    header: dict[str, Any] = {"alg": "HS256", "typ": "JWT"}
-    if kid == "server":
-        header["kid"] = server_kid
-    elif kid == "of-the-secret":
-        header["kid"] = hashlib.sha256(b"quart-auth-api kid:" + public).hexdigest()[:16]
-    token = hs256_by_hand(header, claims_of(account.access_token), public)
-
-    await refused(await me(client, token))
-
-
-def none_token(header: dict[str, Any], claims: dict[str, Any]) -> str:
-    return f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(claims).encode())}."
-
-
-@pytest.mark.parametrize("alg", ["HS256", "HS512", "none", "ES256", "RS384", "RS512"])
-async def test_an_rs256_server_refuses_every_other_alg_under_its_kid(rs256, alg):
-    client, account, kid = rs256
-    claims = claims_of(account.access_token)
-    header = {"alg": alg, "kid": kid, "typ": "JWT"}
-    if alg == "none":
-        token = none_token(header, claims)
-    elif alg.startswith("HS"):
-        token = jwt.encode(claims, "attacker-secret-" + "a" * 32, algorithm=alg, headers=header)
-    elif alg == "ES256":
-        token = jwt.encode(claims, signing_material("ES256"), algorithm=alg, headers=header)
-    else:  # the server's own RSA key, another RSA algorithm
-        token = jwt.encode(claims, signing_material("RS256"), algorithm=alg, headers=header)
-
-    await refused(await me(client, token))
-
-
-async def test_the_control_token_signed_by_the_server_key_is_accepted(rs256):
-    client, account, kid = rs256
-    token = jwt.encode(
-        claims_of(account.access_token),
-        signing_material("RS256"),
-        algorithm="RS256",
-        headers={"kid": kid},
-    )
-
-    assert (await me(client, token)).status_code == 200
-
-
-@pytest.mark.parametrize(
-    "extra",
-    [
-        pytest.param({"jku": "https://attacker.example/jwks.json"}, id="jku"),
-        pytest.param({"jwk": {"kty": "oct", "k": "c2VjcmV0"}}, id="jwk"),
-        pytest.param({"x5u": "https://attacker.example/cert.pem"}, id="x5u"),
-        pytest.param({"x5c": ["MIIB"]}, id="x5c"),
-        pytest.param({"crit": ["exp"]}, id="crit"),
-        pytest.param({"enc": "A256GCM"}, id="enc"),
-        pytest.param({"zip": "DEF"}, id="zip"),
-        pytest.param({"typ": "at+jwt"}, id="other-typ"),
-    ],
-)
-async def test_a_header_that_brings_keys_or_extensions_is_401(rs256, extra):
-    """Signed by the server's own key: only the extra header parameter is wrong."""
-    client, account, kid = rs256
-    token = jwt.encode(
-        claims_of(account.access_token),
-        signing_material("RS256"),
-        algorithm="RS256",
-        headers={"kid": kid, **extra},
-    )
-
-    await refused(await me(client, token))
-
-
-async def test_a_jwe_is_401_and_jose_never_decrypts_it(client, account, app, monkeypatch):
-    keys = app.extensions["token_keys"]
-    payload = json.dumps(claims_of(account.access_token)).encode()
-    token = jose.jwe.encrypt(
-        payload, b"k" * 32, algorithm="dir", encryption="A256GCM", kid=keys.kid
-    )
-    token = token.decode() if isinstance(token, bytes) else token
-    assert token.count(".") == 4
-    decrypted: list[Any] = []
-
-    def decrypt(*args: Any, **kwargs: Any) -> Any:
-        decrypted.append(args)
-        raise AssertionError("jose.jwe.decrypt must never be called")
-
-    monkeypatch.setattr(jose.jwe, "decrypt", decrypt)
-
-    await refused(await me(client, token))
-    assert decrypted == []

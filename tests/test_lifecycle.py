@@ -19,10 +19,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from quart_auth_api.db import alembic_config
+from quart_auth_api.migrate import alembic_config
 from settings import Settings
-from tests.conftest import PASSWORD
-from tests.helpers import (
+from tests.helpers.http import PASSWORD
+from tests.helpers.processes import (
     PROJECT_ROOT,
     Server,
     new_request_id,

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import PASSWORD, TOKEN_BODY_KEYS, bearer, claims_of, problem
-
-
-async def login(client, email: str, password: str = PASSWORD):
-    return await client.post("/auth/login", json={"email": email, "password": password})
+from tests.helpers.http import PASSWORD, TOKEN_BODY_KEYS, bearer, claims_of, login, problem
 
 
 async def test_login_answers_200_with_the_token_body(client, account):

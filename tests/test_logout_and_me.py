@@ -4,19 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.conftest import PASSWORD, bearer, problem, register
+from tests.helpers.http import bearer, login_body, problem, register
 
 
 async def rejected(response, code: str) -> dict[str, Any]:
     body = await problem(response, 401, code)
     assert 'error="invalid_token"' in response.headers["WWW-Authenticate"]
     return body
-
-
-async def login(client, email: str) -> dict[str, Any]:
-    response = await client.post("/auth/login", json={"email": email, "password": PASSWORD})
-    assert response.status_code == 200
-    return dict(await response.get_json())
 
 
 async def test_me_returns_the_current_user(client, account):
@@ -99,7 +93,7 @@ async def test_logout_with_a_refreshed_access_token_revokes_the_session(client, 
 
 
 async def test_logout_of_one_session_leaves_the_others_working(client, account):
-    other = await login(client, account.email)
+    other = await login_body(client, account.email)
 
     assert (await client.post("/auth/logout", headers=account.auth)).status_code == 200
 
@@ -122,7 +116,7 @@ async def test_logout_leaves_other_users_alone(client, account):
 async def test_login_after_logout_opens_a_working_session(client, account):
     assert (await client.post("/auth/logout", headers=account.auth)).status_code == 200
 
-    tokens = await login(client, account.email)
+    tokens = await login_body(client, account.email)
 
     me = await client.get("/auth/me", headers=bearer(tokens["access_token"]))
     assert me.status_code == 200

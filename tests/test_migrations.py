@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from settings import to_async_url
-from tests.helpers import PROJECT_ROOT, run_alembic
+from tests.helpers.processes import PROJECT_ROOT, run_alembic
 
 APP_TABLES = {"users", "auth_sessions"}
 

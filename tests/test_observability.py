@@ -13,11 +13,11 @@ import httpx
 import pytest
 from quart import Quart
 
-from quart_auth_api import create_app
+from quart_auth_api import create_app, extensions
 from quart_auth_api.logs import configure_logging
 from settings import Settings
-from tests.conftest import PASSWORD, bearer, problem, register
-from tests.helpers import production_env, run_alembic, serve
+from tests.helpers.http import PASSWORD, bearer, problem, register
+from tests.helpers.processes import production_env, run_alembic, serve
 
 
 def sample(text: str, name: str, **labels: str) -> float:
@@ -98,7 +98,7 @@ async def test_json_logs_one_access_line_per_request(app, client):
         await client.get("/auth/me", headers=account.auth)
     finally:
         package.removeHandler(capture)
-        configure_logging(app.extensions["settings"])
+        configure_logging(extensions.settings(app))
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     access = [line for line in lines if line["logger"] == "quart_auth_api.access"]
     assert [(line["method"], line["path"], line["status"]) for line in access] == [

@@ -12,10 +12,11 @@ from sqlalchemy import func, select, update
 
 from quart_auth_api import create_app
 from quart_auth_api.cli import purge_all
+from quart_auth_api.db import DATABASE
 from quart_auth_api.models import AuthSession, utcnow
 from settings import Settings
-from tests.conftest import claims_of, register
-from tests.helpers import PROJECT_ROOT, service_env
+from tests.helpers.http import claims_of, register
+from tests.helpers.processes import PROJECT_ROOT, service_env
 
 OLD = timedelta(days=30)
 
@@ -33,7 +34,7 @@ async def seed(app, client, *, live: int, expired: int, revoked_old: int, revoke
         + [{"revoked_at": now - OLD, "revoked_reason": "logout"}] * revoked_old
         + [{"revoked_at": now - timedelta(hours=1), "revoked_reason": "logout"}] * revoked_new
     )
-    async with app.extensions["db"].sessionmaker() as db:
+    async with DATABASE.get(app).sessionmaker() as db:
         for sid, values in zip(sids, states, strict=True):
             if values:
                 await db.execute(
@@ -44,15 +45,13 @@ async def seed(app, client, *, live: int, expired: int, revoked_old: int, revoke
 
 
 async def remaining(app) -> set[str]:
-    async with app.extensions["db"].sessionmaker() as db:
+    async with DATABASE.get(app).sessionmaker() as db:
         return {str(sid) for sid in await db.scalars(select(AuthSession.id))}
 
 
 async def test_purge_deletes_only_old_rows_in_batches(app, client):
     survivors = await seed(app, client, live=3, expired=4, revoked_old=3, revoked_new=2)
-    deleted = await purge_all(
-        app.extensions["db"].sessionmaker, retention=timedelta(days=7), batch=2
-    )
+    deleted = await purge_all(DATABASE.get(app).sessionmaker, retention=timedelta(days=7), batch=2)
     assert deleted == 7
     assert await remaining(app) == survivors
 
@@ -60,7 +59,7 @@ async def test_purge_deletes_only_old_rows_in_batches(app, client):
 async def test_live_sessions_keep_working_after_a_purge(app, client):
     account = await register(client)
     await seed(app, client, live=0, expired=3, revoked_old=0, revoked_new=0)
-    await purge_all(app.extensions["db"].sessionmaker, retention=timedelta(days=7), batch=10)
+    await purge_all(DATABASE.get(app).sessionmaker, retention=timedelta(days=7), batch=10)
     assert (await client.get("/auth/me", headers=account.auth)).status_code == 200
 
 
@@ -68,7 +67,7 @@ async def test_purges_running_at_once_delete_each_row_once(app, client):
     survivors = await seed(app, client, live=2, expired=6, revoked_old=6, revoked_new=0)
     totals = await asyncio.gather(
         *(
-            purge_all(app.extensions["db"].sessionmaker, retention=timedelta(days=7), batch=3)
+            purge_all(DATABASE.get(app).sessionmaker, retention=timedelta(days=7), batch=3)
             for _ in range(3)
         )
     )
@@ -102,5 +101,5 @@ async def test_cli_command_purges_and_reports(app, client, database_url):
     )
     assert result.returncode == 0, result.stderr
     assert "purge-sessions: 3 rows deleted" in result.stdout
-    async with app.extensions["db"].sessionmaker() as db:
+    async with DATABASE.get(app).sessionmaker() as db:
         assert await db.scalar(select(func.count()).select_from(AuthSession)) == 1

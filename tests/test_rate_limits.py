@@ -11,18 +11,21 @@ import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
+from functools import partial
 from typing import Any
 
 import pytest
 from quart import Quart
 from quart.typing import TestClientProtocol as Client
 
-from quart_auth_api import create_app
-from quart_auth_api.hooks import RequestIdFilter
-from quart_auth_api.ratelimit import account_key, client_key
+from quart_auth_api import create_app, extensions
+from quart_auth_api.client import client_key
+from quart_auth_api.logs import RequestIdFilter
+from quart_auth_api.ratelimit import LIMITER, account_key
 from settings import Settings
-from tests.conftest import PASSWORD, bearer, claims_of, problem, register
-from tests.helpers import free_port
+from tests.helpers import http
+from tests.helpers.http import PASSWORD, bearer, claims_of, problem, register
+from tests.helpers.processes import free_port
 
 PEER = {"client": ("192.0.2.10", 50000)}
 OTHER_PEER = {"client": ("10.0.0.8", 1234)}
@@ -61,13 +64,8 @@ def security_log() -> Iterator[list[str]]:
     logger.removeHandler(handler)
 
 
-async def login(client, email, password=PASSWORD, scope=PEER, headers=None):
-    return await client.post(
-        "/auth/login",
-        json={"email": email, "password": password},
-        scope_base=scope,
-        headers=headers or {},
-    )
+#: Logins from PEER unless a test says otherwise.
+login = partial(http.login, scope=PEER)
 
 
 async def register_as(client, email, scope=PEER):
@@ -100,7 +98,7 @@ async def test_login_is_limited_per_client_and_email_whatever_the_password(make_
         response = await login(client, account.email, PASSWORD if attempt % 2 else WRONG)
         assert response.status_code == (200 if attempt % 2 else 401)
 
-    hasher = app.extensions["hasher"]
+    hasher = extensions.hasher(app)
     verified = []
     original = hasher.verify
 
@@ -295,7 +293,7 @@ async def test_keys_never_hold_the_email(make_client):
     app, client = await make_client()
     await login(client, "Secret.Person@example.com")
 
-    keys = set(app.extensions["rate_limiter"].local.storage.events)
+    keys = set(LIMITER.get(app).local.storage.events)
     assert not any("secret" in key.lower() or "@" in key for key in keys), keys
     digest = account_key("secret.person@example.com")
     assert f"login:ip+account/192.0.2.10/{digest}/10/1/minute" in keys

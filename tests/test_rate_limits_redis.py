@@ -8,12 +8,11 @@ email of its own and deletes the keys it made. Nothing else in Redis is touched.
 
 from __future__ import annotations
 
-import asyncio
 import os
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -21,11 +20,11 @@ import pytest
 import redis
 
 from quart_auth_api import create_app, ratelimit
-from quart_auth_api.ratelimit import account_key
+from quart_auth_api.ratelimit import LIMITER, account_key
 from settings import Settings
-from tests.conftest import PASSWORD, problem, register
-from tests.helpers import (
-    POLL_INTERVAL,
+from tests.helpers import http
+from tests.helpers.http import PASSWORD, problem, register
+from tests.helpers.processes import (
     Server,
     new_request_id,
     production_env,
@@ -38,7 +37,6 @@ PEER = {"client": ("192.0.2.20", 40000)}
 SERVER_LIMIT = 3
 MAX_ATTEMPTS = 150
 HTTP_TIMEOUT = 10.0
-LOG_TIMEOUT = 5.0
 
 
 @pytest.fixture(scope="module")
@@ -80,9 +78,7 @@ async def shared_apps(database_url: str, key_prefix: str) -> AsyncIterator[list]
         yield apps
 
 
-async def login(client, email, password=PASSWORD):
-    body = {"email": email, "password": password}
-    return await client.post("/auth/login", json=body, scope_base=PEER)
+login = partial(http.login, scope=PEER)
 
 
 async def test_two_apps_spend_one_budget(shared_apps, redis_client, key_prefix):
@@ -96,7 +92,7 @@ async def test_two_apps_spend_one_budget(shared_apps, redis_client, key_prefix):
     response = await login(clients[1], account.email)
     await problem(response, 429, "rate_limited")
     assert 1 <= int(response.headers["Retry-After"]) <= 61
-    assert all(app.extensions["rate_limiter"].shared is not None for app in shared_apps)
+    assert all(LIMITER.get(app).shared is not None for app in shared_apps)
 
 
 async def test_redis_keys_are_namespaced_and_never_hold_the_email(
@@ -137,15 +133,6 @@ def redis_server(
         yield server
 
 
-async def pid_of(server: Server, request_id: str) -> int:
-    """The worker pid that logged `request_id` (the line may follow the response)."""
-    deadline = time.monotonic() + LOG_TIMEOUT
-    while (pid := server.request_pids().get(request_id)) is None:
-        assert time.monotonic() < deadline, f"no log line for {request_id}:\n{server.log()}"
-        await asyncio.sleep(POLL_INTERVAL)
-    return pid
-
-
 @pytest.mark.server
 async def test_two_workers_share_one_budget(redis_server, redis_client):
     """Logins for one email on fresh connections until each of the two workers has
@@ -167,7 +154,7 @@ async def test_two_workers_share_one_budget(redis_server, redis_client):
                     json={"email": email, "password": PASSWORD},
                     headers={"X-Request-ID": request_id},
                 )
-            answers.setdefault(await pid_of(server, request_id), []).append(response.status_code)
+            answers.setdefault(await server.pid_of(request_id), []).append(response.status_code)
             if len(answers) == 2 and all(len(s) >= SERVER_LIMIT for s in answers.values()):
                 break
     finally:

@@ -10,7 +10,7 @@ from quart.typing import TestClientProtocol as Client
 
 from quart_auth_api import create_app
 from settings import Settings
-from tests.conftest import PASSWORD, TOKEN_BODY_KEYS, bearer, claims_of, problem, register
+from tests.helpers.http import PASSWORD, TOKEN_BODY_KEYS, bearer, claims_of, problem, register
 
 
 async def refresh(client, token: str):

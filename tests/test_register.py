@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import PASSWORD, TOKEN_BODY_KEYS, bearer, claims_of, problem, register
+from tests.helpers.http import PASSWORD, TOKEN_BODY_KEYS, bearer, claims_of, problem, register
 
 USER_KEYS = {"id", "email", "name", "created_at", "updated_at"}
 

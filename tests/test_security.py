@@ -1,4 +1,4 @@
-"""passwords.py: bcrypt off the loop; security.py: token mint/decode rules."""
+"""crypto/passwords.py: bcrypt off the loop; crypto/tokens.py: token mint/decode rules."""
 
 from __future__ import annotations
 
@@ -13,20 +13,31 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from quart_auth_api import create_app, passwords, security
+import quart_auth_api
+from quart_auth_api import create_app
+from quart_auth_api.crypto import keys as jwt_keys
+from quart_auth_api.crypto import passwords
+from quart_auth_api.crypto import tokens as jwt_tokens
+from quart_auth_api.db import DATABASE
 from quart_auth_api.models import User
 from settings import Settings
+from tests.helpers.http import PASSWORD, register
 
-from .conftest import PASSWORD, register
+PACKAGE = Path(quart_auth_api.__file__).parent
 
-PACKAGE = Path(security.__file__).parent
-KEYS = security.TokenKeys(
-    signing_key=security.hmac_key("k" * 48, "HS256"),
-    issuer="quart-auth-api",
-    audience="quart-auth-api",
-    access_ttl=timedelta(minutes=15),
-    refresh_ttl=timedelta(days=30),
-)
+
+def rules(**overrides):
+    values = {
+        "keys": jwt_keys.KeySet(jwt_keys.hmac_key("k" * 48, "HS256")),
+        "issuer": "quart-auth-api",
+        "audience": "quart-auth-api",
+        "access_ttl": timedelta(minutes=15),
+        "refresh_ttl": timedelta(days=30),
+    }
+    return jwt_tokens.TokenRules(**(values | overrides))
+
+
+KEYS = rules()
 SUB = "6a0c5ed6-7d5e-4a53-9c43-3f1f0a7c2a11"
 SID = "0f5b1c1e-2f9e-4d0b-8a49-0c2f4c1b9e77"
 
@@ -101,13 +112,13 @@ def test_needs_rehash_when_cost_went_up():
 
 def mint(token_type="access", **overrides):
     now = overrides.pop("now", datetime.now(UTC))
-    return security.mint_token(
+    return jwt_tokens.mint_token(
         KEYS, token_type=token_type, subject=SUB, session_id=SID, now=now, **overrides
     )
 
 
 def test_minted_access_token_round_trips():
-    claims = security.decode_token(KEYS, mint(fresh=True).token)
+    claims = jwt_tokens.decode_token(KEYS, mint(fresh=True).token)
     assert claims["type"] == "access" and claims["fresh"] is True
     assert (claims["sub"], claims["sid"]) == (SUB, SID)
     assert claims["iss"] == claims["aud"] == "quart-auth-api"
@@ -115,7 +126,7 @@ def test_minted_access_token_round_trips():
 
 
 def test_refresh_token_carries_the_generation():
-    claims = security.decode_token(KEYS, mint("refresh", generation=3).token)
+    claims = jwt_tokens.decode_token(KEYS, mint("refresh", generation=3).token)
     assert claims["type"] == "refresh" and claims["gen"] == 3
 
 
@@ -129,34 +140,34 @@ def test_every_token_names_its_key():
 
 def test_expired_token_is_token_expired():
     old = datetime.now(UTC) - timedelta(hours=1)
-    with pytest.raises(security.TokenExpired):
-        security.decode_token(KEYS, mint(now=old).token)
+    with pytest.raises(jwt_tokens.TokenExpired):
+        jwt_tokens.decode_token(KEYS, mint(now=old).token)
 
 
 @pytest.mark.parametrize(
     "other",
     [
-        {"signing_key": security.hmac_key("z" * 48, "HS256")},
-        {"signing_key": security.hmac_key("k" * 48, "HS512")},
+        {"keys": jwt_keys.KeySet(jwt_keys.hmac_key("z" * 48, "HS256"))},
+        {"keys": jwt_keys.KeySet(jwt_keys.hmac_key("k" * 48, "HS512"))},
         {"issuer": "someone-else"},
         {"audience": "someone-else"},
     ],
 )
 def test_token_for_other_keys_or_claims_is_refused(other):
-    foreign = security.TokenKeys(**{**KEYS.__dict__, **other})
-    token = security.mint_token(
+    foreign = rules(**other)
+    token = jwt_tokens.mint_token(
         foreign, token_type="access", subject=SUB, session_id=SID, now=datetime.now(UTC)
     ).token
-    with pytest.raises(security.TokenError):
-        security.decode_token(KEYS, token)
+    with pytest.raises(jwt_tokens.TokenError):
+        jwt_tokens.decode_token(KEYS, token)
 
 
 def test_only_hmac_algorithms_are_accepted_as_keys():
     with pytest.raises(ValueError):
-        security.hmac_key("k" * 48, "none")
+        jwt_keys.hmac_key("k" * 48, "none")
 
 
-def test_jose_is_imported_only_by_security_py():
+def test_jose_is_imported_only_by_crypto_tokens_py():
     importers = []
     for path in PACKAGE.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
@@ -166,8 +177,8 @@ def test_jose_is_imported_only_by_security_py():
             elif isinstance(node, ast.ImportFrom) and node.module:
                 names = [node.module]
             if any(name == "jose" or name.startswith("jose.") for name in names):
-                importers.append(path.name)
-    assert set(importers) == {"security.py"}  # one file, several import lines
+                importers.append(path.relative_to(PACKAGE).as_posix())
+    assert set(importers) == {"crypto/tokens.py"}  # one file, several import lines
 
 
 async def test_login_rehashes_a_password_hashed_at_a_lower_cost(database_url):
@@ -179,7 +190,7 @@ async def test_login_rehashes_a_password_hashed_at_a_lower_cost(database_url):
         client = dearer.test_client()
         login = {"email": account.email, "password": PASSWORD}
         assert (await client.post("/auth/login", json=login)).status_code == 200
-        async with dearer.extensions["db"].sessionmaker() as db:
+        async with DATABASE.get(dearer).sessionmaker() as db:
             hashed = await db.scalar(select(User.password_hash))
         assert hashed.startswith("$2b$05$")
         assert (await client.post("/auth/login", json=login)).status_code == 200

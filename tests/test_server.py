@@ -7,11 +7,9 @@ lives in the database and not in a worker's memory.
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,10 +17,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import PASSWORD
-from tests.helpers import (
+from tests.helpers.http import PASSWORD
+from tests.helpers.processes import (
     DOTENV,
-    POLL_INTERVAL,
     PROJECT_ROOT,
     Server,
     free_port,
@@ -36,7 +33,6 @@ from tests.helpers import (
 pytestmark = pytest.mark.server
 
 HTTP_TIMEOUT = 10.0
-LOG_TIMEOUT = 5.0
 CROSS_WORKER_ATTEMPTS = 60
 CONFIG_ERROR_TIMEOUT = 20.0
 
@@ -107,15 +103,6 @@ async def register(client: httpx.AsyncClient, request_id: str | None = None) -> 
     return assert_token_body(response, 201, email)
 
 
-async def pid_of(server: Server, request_id: str) -> int:
-    """The pid that logged `request_id` (its line may be flushed after the response)."""
-    deadline = time.monotonic() + LOG_TIMEOUT
-    while (pid := server.request_pids().get(request_id)) is None:
-        assert time.monotonic() < deadline, f"no log line for {request_id}:\n{server.log()}"
-        await asyncio.sleep(POLL_INTERVAL)
-    return pid
-
-
 async def until_another_worker(
     server: Server, method: str, path: str, token: str, *, not_pid: int
 ) -> list[tuple[int, httpx.Response]]:
@@ -126,7 +113,7 @@ async def until_another_worker(
         request_id = new_request_id(f"probe{attempt}")
         async with httpx.AsyncClient(base_url=server.base_url, timeout=HTTP_TIMEOUT) as client:
             response = await client.request(method, path, headers=bearer(token, request_id))
-        pid = await pid_of(server, request_id)
+        pid = await server.pid_of(request_id)
         answers.append((pid, response))
         if pid != not_pid:
             break
@@ -202,7 +189,7 @@ async def test_logout_in_one_worker_is_refused_by_the_other(
         )
         assert response.status_code == 200, response.text
         assert response.headers["X-Request-ID"] == logout_id
-    logout_pid = await pid_of(server, logout_id)
+    logout_pid = await server.pid_of(logout_id)
 
     answers = await until_another_worker(
         server, method, path, tokens[token_kind], not_pid=logout_pid

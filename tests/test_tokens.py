@@ -11,9 +11,11 @@ from typing import Any
 import pytest
 from jose import jwt
 
+from quart_auth_api import extensions
+from quart_auth_api.crypto import tokens as jwt_tokens
+from quart_auth_api.crypto.tokens import ACCESS, REFRESH, TokenRules, mint_token
 from quart_auth_api.models import utcnow
-from quart_auth_api.security import ACCESS, REFRESH, TokenKeys, mint_token
-from tests.conftest import Account, bearer, claims_of, problem, register
+from tests.helpers.http import Account, bearer, claims_of, problem, register
 
 REQUIRED_CLAIMS = ["sub", "sid", "jti", "type", "iat", "nbf", "exp", "iss", "aud"]
 
@@ -23,8 +25,8 @@ def b64url(data: bytes) -> str:
 
 
 @pytest.fixture
-def keys(app) -> TokenKeys:
-    return app.extensions["token_keys"]
+def keys(app) -> TokenRules:
+    return extensions.token_rules(app)
 
 
 def access_claims(account: Account, **changes: Any) -> dict[str, Any]:
@@ -36,7 +38,7 @@ def access_claims(account: Account, **changes: Any) -> dict[str, Any]:
 
 
 def forge(
-    keys: TokenKeys,
+    keys: TokenRules,
     claims: dict[str, Any],
     *,
     secret: str | None = None,
@@ -306,7 +308,7 @@ async def test_another_users_session_id_does_not_authenticate(client, account, k
     await rejected(await me(client, f"Bearer {token}"), "token_revoked")
 
 
-# -- verified tokens remembered (security.VerifiedTokens) ---------------------------------
+# -- verified tokens remembered (crypto/tokens.VerifiedTokens) ------------------------------
 
 
 async def test_a_token_seen_again_skips_the_signature_but_not_the_clock(
@@ -314,29 +316,27 @@ async def test_a_token_seen_again_skips_the_signature_but_not_the_clock(
 ):
     """The second use of a token comes from the cache (jose is not called again); when
     its `exp` passes, the cached token is refused as expired, like a fresh one."""
-    from quart_auth_api import security
 
     verified: list[str] = []
-    original = security._verify
+    original = jwt_tokens._verify
     monkeypatch.setattr(
-        security, "_verify", lambda keys, token: verified.append(token) or original(keys, token)
+        jwt_tokens, "_verify", lambda keys, token: verified.append(token) or original(keys, token)
     )
     assert (await me(client, f"Bearer {account.access_token}")).status_code == 200
     assert (await me(client, f"Bearer {account.access_token}")).status_code == 200
     assert verified == [account.access_token]
     expires = claims_of(account.access_token)["exp"]
-    monkeypatch.setattr(security, "_jose_now", lambda: expires + 1)
+    monkeypatch.setattr(jwt_tokens, "_jose_now", lambda: expires + 1)
     await rejected(await me(client, f"Bearer {account.access_token}"), "token_expired")
-    monkeypatch.setattr(security, "_jose_now", lambda: expires)  # jose: valid up to exp
+    monkeypatch.setattr(jwt_tokens, "_jose_now", lambda: expires)  # jose: valid up to exp
     assert (await me(client, f"Bearer {account.access_token}")).status_code == 200
 
 
 async def test_a_cached_token_is_not_yet_valid_before_its_nbf(client, account, keys, monkeypatch):
-    from quart_auth_api import security
 
     assert (await me(client, f"Bearer {account.access_token}")).status_code == 200
     nbf = claims_of(account.access_token)["nbf"]
-    monkeypatch.setattr(security, "_jose_now", lambda: nbf - 1)
+    monkeypatch.setattr(jwt_tokens, "_jose_now", lambda: nbf - 1)
     await rejected(await me(client, f"Bearer {account.access_token}"), "token_invalid")
 
 
@@ -356,7 +356,7 @@ async def test_a_revoked_session_is_refused_even_with_a_remembered_token(client,
 
 
 def test_verified_tokens_forget_the_least_recently_used_first():
-    from quart_auth_api.security import VerifiedTokens
+    from quart_auth_api.crypto.tokens import VerifiedTokens
 
     cache = VerifiedTokens(2)
     cache.put("a", {"n": 1})

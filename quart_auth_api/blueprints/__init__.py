@@ -1,14 +1,28 @@
-"""The one list of blueprints."""
+"""The one list of blueprints, each with the condition under which it is served."""
 
 from __future__ import annotations
 
-from quart import Quart
+from collections.abc import Callable
 
-from . import auth, main, wellknown
+from quart import Blueprint, Quart
 
-BLUEPRINTS = (main.bp, auth.bp, wellknown.bp)
+from settings import Settings
+
+from .. import extensions
+from . import auth, docs, main, metrics, wellknown
+
+#: (blueprint, served when): `/docs` with DOCS_ENABLED, `/metrics` with METRICS_ENABLED.
+BLUEPRINTS: tuple[tuple[Blueprint, Callable[[Settings], bool]], ...] = (
+    (main.bp, lambda settings: True),
+    (auth.bp, lambda settings: True),
+    (wellknown.bp, lambda settings: True),
+    (docs.bp, lambda settings: settings.docs_enabled),
+    (metrics.bp, lambda settings: settings.metrics_enabled),
+)
 
 
 def register_blueprints(app: Quart) -> None:
-    for blueprint in BLUEPRINTS:
-        app.register_blueprint(blueprint)
+    settings = extensions.settings(app)
+    for blueprint, served in BLUEPRINTS:
+        if served(settings):
+            app.register_blueprint(blueprint)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import uuid
-from datetime import timedelta
-
-from quart import Blueprint, current_app, request
+from quart import Blueprint
 from quart_schema import tag_blueprint, validate_request, validate_response
 
+from .. import extensions
 from ..audit import audit
-from ..db import get_db, write
+from ..client import Client
+from ..db import get_db
 from ..docs import documents_errors
 from ..errors import (
     EmailTaken,
@@ -19,35 +18,14 @@ from ..errors import (
     ServiceUnavailable,
 )
 from ..guards import current_user, get_jwt, get_live_session, jwt_required
-from ..hooks import client_ip
-from ..models import User, utcnow
 from ..ratelimit import limit_by_ip, rate_limit
 from ..schemas import LoginIn, MessageOut, RegisterIn, TokenOut, UserOut
-from ..security import ACCESS, REFRESH, mint_token
-from ..services import (
-    Client,
-    CurrentUser,
-    authenticate,
-    open_session,
-    register_user,
-    revoke_session,
-    settle_refresh,
-    try_rotate,
-)
-from ..transport import (
-    CookieTokens,
-    cookies_enabled,
-    new_csrf_value,
-    set_token_cookies,
-    unset_token_cookies,
-)
+from ..services.accounts import authenticate, register_user
+from ..services.sessions import open_session, revoke_session, rotate_refresh
+from ..transport import cookies_enabled, issue_tokens, unset_token_cookies
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
 tag_blueprint(bp, ["auth"])
-
-
-def _client() -> Client:
-    return Client(user_agent=request.headers.get("User-Agent"), ip=client_ip())
 
 
 @bp.post("/register")
@@ -62,12 +40,11 @@ async def register(data: RegisterIn) -> tuple[TokenOut, int]:
     Attempts are limited per email and per client (429 `rate_limited`).
     """
     await rate_limit("register", "account", "ip", account=data.email)
-    hasher = current_app.extensions["hasher"]
     db = get_db()
-    user = await register_user(
-        db, email=data.email, password_hash=await hasher.hash(data.password), name=data.name
-    )
-    session = await open_session(db, user=user, client=_client(), lifetime=_refresh_ttl())
+    password_hash = await extensions.hasher().hash(data.password)
+    user = await register_user(db, email=data.email, password_hash=password_hash, name=data.name)
+    lifetime = extensions.token_rules().refresh_ttl
+    session = await open_session(db, user=user, client=Client.of_request(), lifetime=lifetime)
     return issue_tokens(user, session.id, generation=0, fresh=True, event="register"), 201
 
 
@@ -85,10 +62,10 @@ async def login(data: LoginIn) -> TokenOut:
     """
     await rate_limit("login", "ip+account", "ip", account=data.email)
     db = get_db()
-    user = await authenticate(
-        db, hasher=current_app.extensions["hasher"], email=data.email, password=data.password
-    )
-    session = await open_session(db, user=user, client=_client(), lifetime=_refresh_ttl())
+    hasher = extensions.hasher()
+    user = await authenticate(db, hasher=hasher, email=data.email, password=data.password)
+    lifetime = extensions.token_rules().refresh_ttl
+    session = await open_session(db, user=user, client=Client.of_request(), lifetime=lifetime)
     return issue_tokens(user, session.id, generation=0, fresh=True, event="login_ok")
 
 
@@ -110,23 +87,13 @@ async def refresh() -> TokenOut:
     """
     await rate_limit("refresh", "session", session=get_jwt()["sid"])
     live = get_live_session()
-    settings = current_app.extensions["settings"]
-    token_generation: int = get_jwt()["gen"]
-    rotated = await try_rotate(
-        write,
+    generation = await rotate_refresh(
+        get_db(),
         live=live,
-        token_generation=token_generation,
-        lifetime=settings.jwt_refresh_token_expires,
+        token_generation=get_jwt()["gen"],
+        lifetime=extensions.token_rules().refresh_ttl,
+        reuse_interval=extensions.settings().jwt_refresh_reuse_interval,
     )
-    if rotated:  # the normal case: one statement
-        generation = token_generation + 1
-    else:
-        generation = await settle_refresh(
-            get_db(),
-            live=live,
-            token_generation=token_generation,
-            reuse_interval=settings.jwt_refresh_reuse_interval,
-        )
     return issue_tokens(
         live.user, live.session_id, generation=generation, fresh=False, event="refresh"
     )
@@ -158,46 +125,3 @@ async def me() -> UserOut:
     Needs an access token of a live session.
     """
     return UserOut.of(current_user)
-
-
-def _refresh_ttl() -> timedelta:
-    ttl: timedelta = current_app.extensions["settings"].jwt_refresh_token_expires
-    return ttl
-
-
-def issue_tokens(
-    user: User | CurrentUser, session_id: uuid.UUID, *, generation: int, fresh: bool, event: str
-) -> TokenOut:
-    """Mint an access and a refresh token for a session, log `event`, build the body."""
-    audit(event, user=user.public_id, sid=session_id, gen=generation)
-    keys = current_app.extensions["token_keys"]
-    now = utcnow()
-    subject, sid = str(user.public_id), str(session_id)
-    cookies = cookies_enabled()
-    access_csrf, refresh_csrf = (new_csrf_value(), new_csrf_value()) if cookies else (None, None)
-    access = mint_token(
-        keys,
-        token_type=ACCESS,
-        subject=subject,
-        session_id=sid,
-        now=now,
-        fresh=fresh,
-        csrf=access_csrf,
-    )
-    refresh = mint_token(
-        keys,
-        token_type=REFRESH,
-        subject=subject,
-        session_id=sid,
-        now=now,
-        generation=generation,
-        csrf=refresh_csrf,
-    )
-    if access_csrf and refresh_csrf:
-        set_token_cookies(CookieTokens(access.token, refresh.token, access_csrf, refresh_csrf))
-    return TokenOut(
-        user=UserOut.of(user),
-        access_token=access.token,
-        refresh_token=refresh.token,
-        expires_in=int(keys.access_ttl.total_seconds()),
-    )

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from quart import Blueprint, current_app, redirect, request
+from quart import Blueprint, redirect, request
 from quart_schema import tag_blueprint, validate_response
 from werkzeug.wrappers import Response
 
-from .. import __version__
-from ..db import get_db
+from .. import extensions
+from .._version import __version__
+from ..db import get_db, ping
 from ..docs import documents_errors, documents_response
 from ..errors import ServiceUnavailable
 from ..schemas import IndexOut, StatusOut
-from ..services import check_database
 
 bp = Blueprint("main", __name__)
 tag_blueprint(bp, ["main"])
@@ -26,7 +26,7 @@ async def index() -> IndexOut | Response:
     API clients get its name, version and where the documentation lives; a browser
     (an `Accept` header that prefers `text/html`) is redirected to `/docs`.
     """
-    docs = current_app.extensions["settings"].docs_enabled
+    docs = extensions.settings().docs_enabled
     if docs and request.accept_mimetypes.best_match(["application/json", "text/html"]) == (
         "text/html"
     ):
@@ -58,6 +58,6 @@ async def readyz() -> StatusOut:
     A 503 problem (`service_unavailable`) when it does not, so a load balancer stops
     routing here until it is back.
     """
-    if not await check_database(get_db()):
+    if not await ping(get_db()):
         raise ServiceUnavailable()
     return StatusOut()

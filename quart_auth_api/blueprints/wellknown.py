@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from quart import Blueprint, Quart, current_app
+from quart import Blueprint, Quart
 from quart_schema import tag_blueprint, validate_response
 
+from .. import extensions
 from ..docs import documented_if, documents_errors
 from ..errors import NotFound
 from ..schemas import JwksOut
@@ -17,7 +18,7 @@ JWKS_CACHE_CONTROL = "public, max-age=300"
 
 
 def _has_public_keys(app: Quart) -> bool:
-    return bool(app.extensions["token_keys"].public_jwks())
+    return bool(extensions.token_rules(app).public_jwks())
 
 
 @bp.get("/jwks.json")
@@ -32,7 +33,7 @@ async def jwks() -> tuple[JwksOut, int, dict[str, str]]:
     verify access tokens themselves. With HMAC keys (HS256, HS384, HS512) nothing is
     public and this is a 404 `not_found`. Cacheable for five minutes.
     """
-    keys = current_app.extensions["token_keys"].public_jwks()
+    keys = extensions.token_rules().public_jwks()
     if not keys:
         raise NotFound("This service signs with an HMAC secret: it has no public keys.")
     return JwksOut.model_validate({"keys": keys}), 200, {"Cache-Control": JWKS_CACHE_CONTROL}

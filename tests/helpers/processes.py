@@ -8,6 +8,7 @@ wait here is a bounded poll; every process is stopped by its own pid.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -27,7 +28,9 @@ import httpx
 
 from settings import Settings
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+#: A PostgreSQL server the suite runs against too (`.ci/run` sets it); empty: SQLite only.
+TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "").strip()
 #: A developer's `.env`: pydantic-settings reads it for every variable the environment lacks.
 DOTENV = PROJECT_ROOT / ".env"
 
@@ -35,6 +38,10 @@ ALEMBIC_TIMEOUT = 60.0
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
 POLL_INTERVAL = 0.1
+#: A worker's log line for a request is written within this after its response.
+LOG_TIMEOUT = 5.0
+#: Workers of the `two_workers` fixture's server.
+SERVER_WORKERS = 2
 
 #: Every variable `settings.py` reads (field names and aliases), upper-cased.
 SERVICE_VARIABLES = frozenset(
@@ -84,6 +91,13 @@ def run_alembic(database_url: str, *args: str) -> subprocess.CompletedProcess[st
     return result
 
 
+def problem_code(response: httpx.Response) -> str:
+    """The `code` of a problem answered over real HTTP (asserting it is one)."""
+    assert response.headers["Content-Type"].startswith("application/problem+json"), response.text
+    assert "Traceback" not in response.text
+    return str(response.json()["code"])
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -122,7 +136,16 @@ class Server:
                     pids.setdefault(str(record["request_id"]), int(record["pid"]))
             elif match := LOG_LINE.search(line):
                 pids.setdefault(match["request_id"], int(match["pid"]))
+        pids.pop("-", None)  # lines logged outside a request
         return pids
+
+    async def pid_of(self, request_id: str) -> int:
+        """The worker pid that logged `request_id` (its line may follow the response)."""
+        deadline = time.monotonic() + LOG_TIMEOUT
+        while (pid := self.request_pids().get(request_id)) is None:
+            assert time.monotonic() < deadline, f"no log line for {request_id}:\n{self.log()}"
+            await asyncio.sleep(POLL_INTERVAL)
+        return pid
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
         """Poll `GET /healthz` until it answers 200; fail early if the process died."""

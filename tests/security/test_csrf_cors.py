@@ -14,8 +14,8 @@ from http.cookies import SimpleCookie
 
 import pytest
 
-from tests.conftest import PASSWORD
-from tests.security.conftest import refused
+from tests.helpers.attacks import refused
+from tests.helpers.http import PASSWORD
 
 APP_ORIGIN = "https://app.example.com"
 VICTIM = {"email": "cookie-victim@example.com", "password": PASSWORD, "name": "Victim"}

@@ -2,7 +2,7 @@
 
 A wrong password and an unknown email get the same answer (only the request id
 differs) and the same bcrypt work: one `bcrypt.checkpw`, counted by standing in for the
-`bcrypt` module of `security.py`, never by timing. Register's 409 is inherent to the
+`bcrypt` module of `crypto/passwords.py`, never by timing. Register's 409 is inherent to the
 contract (and rate limited, see test_rate_limits.py); what it must not do is answer a
 validation failure differently for a taken email, or cost less than a registration.
 Rate limits are turned off here (`rate_limit_enabled=False`): the cases repeat logins
@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from settings import Settings
-from tests.conftest import PASSWORD, register
-from tests.security.conftest import CountingBcrypt, refused
+from tests.helpers.attacks import CountingBcrypt, refused
+from tests.helpers.http import PASSWORD, login, register
 
 KNOWN = "known@example.com"
 UNKNOWN = "nobody@example.com"
@@ -35,10 +35,6 @@ async def answer(response) -> tuple[int, dict[str, Any], dict[str, str]]:
     body.pop("request_id")
     headers = {k.lower(): v for k, v in response.headers.items() if k.lower() != "x-request-id"}
     return response.status_code, body, headers
-
-
-async def login(client, email: str, password: str):
-    return await client.post("/auth/login", json={"email": email, "password": password})
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,6 @@
 """Forged tokens, sent through the front door: each is the exact 401, never a 5xx.
 
-Forging uses the app's own key material (`app.extensions["token_keys"]`) so that every
+Forging uses the app's own key material (`extensions.token_rules(app)`) so that every
 refusal is for the one flaw a case puts in: the controls prove that a token forged the
 way the service signs is accepted. A handful of requests per test: the default rate
 limits stay on.
@@ -22,10 +22,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jose import jwt
 
+from quart_auth_api import extensions
+from quart_auth_api.crypto.tokens import ACCESS, REFRESH, TokenRules, mint_token
 from quart_auth_api.models import utcnow
-from quart_auth_api.security import ACCESS, REFRESH, TokenKeys, mint_token
-from tests.conftest import Account, bearer, claims_of, register
-from tests.security.conftest import NEEDS_ACCESS, NEEDS_REFRESH, refused
+from tests.helpers.attacks import NEEDS_ACCESS, NEEDS_REFRESH, refused
+from tests.helpers.http import Account, bearer, claims_of, register
 
 REQUIRED_CLAIMS = ["sub", "sid", "jti", "type", "iat", "nbf", "exp", "iss", "aud"]
 OTHER_SECRET = "an-attackers-own-hmac-secret-" + "q" * 32
@@ -45,8 +46,8 @@ def by_hand(header: dict[str, Any], claims: dict[str, Any], secret: bytes | None
 
 
 @pytest.fixture
-def keys(app) -> TokenKeys:
-    return app.extensions["token_keys"]
+def keys(app) -> TokenRules:
+    return extensions.token_rules(app)
 
 
 @pytest.fixture
@@ -62,7 +63,7 @@ def claims(account: Account, **changes: Any) -> dict[str, Any]:
     return result
 
 
-def forge(keys: TokenKeys, body: dict[str, Any], **options: Any) -> str:
+def forge(keys: TokenRules, body: dict[str, Any], **options: Any) -> str:
     """Sign `body` as the service does (its secret, algorithm and kid) unless told otherwise."""
     return jwt.encode(
         body,
@@ -134,7 +135,7 @@ async def rs256(build_app, tmp_path: Path):
         )
     )
     app, client = await build_app(jwt_algorithm="RS256", jwt_private_key_file=path)
-    keys: TokenKeys = app.extensions["token_keys"]
+    keys: TokenRules = extensions.token_rules(app)
     assert keys.algorithm == "RS256"
     account = await register(client, email="rsa@example.com")
     return client, keys, account

@@ -14,8 +14,8 @@ from werkzeug.datastructures import Headers
 
 from quart_auth_api import create_app
 from settings import Settings
-from tests.conftest import Account, problem, register
-from tests.security.conftest import MALFORMED_HEADER, refused
+from tests.helpers.attacks import MALFORMED_HEADER, refused
+from tests.helpers.http import Account, problem, register
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",

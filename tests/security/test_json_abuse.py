@@ -13,8 +13,8 @@ import json
 import pytest
 
 from settings import Settings
-from tests.conftest import PASSWORD, problem
-from tests.security.conftest import CountingBcrypt
+from tests.helpers.attacks import CountingBcrypt
+from tests.helpers.http import PASSWORD, problem
 
 JSON = {"Content-Type": "application/json"}
 USER = {"email": "abuse@example.com", "password": PASSWORD, "name": "Abuse"}

@@ -14,10 +14,11 @@ import uuid
 import pytest
 from sqlalchemy import func, select
 
+from quart_auth_api.db import DATABASE
 from quart_auth_api.models import AuthSession, User
 from settings import Settings
-from tests.conftest import bearer, claims_of, register
-from tests.security.conftest import refused
+from tests.helpers.attacks import refused
+from tests.helpers.http import bearer, claims_of, register
 
 RACERS = 12
 
@@ -28,7 +29,7 @@ def settings(database_url: str) -> Settings:
 
 
 async def scalar(app, statement):
-    async with app.extensions["db"].sessionmaker() as db:
+    async with DATABASE.get(app).sessionmaker() as db:
         return await db.scalar(statement)
 
 

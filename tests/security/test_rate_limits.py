@@ -13,21 +13,17 @@ import re
 
 import pytest
 
-from tests.conftest import PASSWORD, Clock, bearer, problem
-from tests.security.conftest import CountingBcrypt, refused
+from tests.helpers.attacks import CountingBcrypt, refused
+from tests.helpers.http import PASSWORD, Clock, bearer, login, problem
 
 PEER = {"client": ("192.0.2.10", 50000)}
 VICTIM = "limited@example.com"
 WRONG = "wrong horse battery"
 
 
-async def login(client, password: str = WRONG, headers: dict[str, str] | None = None):
-    return await client.post(
-        "/auth/login",
-        json={"email": VICTIM, "password": password},
-        scope_base=PEER,
-        headers=headers or {},
-    )
+async def attempt(client, password: str = WRONG, headers: dict[str, str] | None = None):
+    """A login as VICTIM from PEER."""
+    return await login(client, VICTIM, password, scope=PEER, headers=headers)
 
 
 async def registered(client) -> dict:
@@ -55,7 +51,7 @@ async def limited(response) -> int:
 async def spend_logins(client, clock: Clock) -> None:
     """The default 10 logins a minute, one a second, all wrong."""
     for _ in range(10):
-        await refused(await login(client), "invalid_credentials")
+        await refused(await attempt(client), "invalid_credentials")
         clock.advance(1)
 
 
@@ -66,7 +62,7 @@ async def test_the_eleventh_login_in_a_minute_is_429_even_with_the_right_passwor
     await spend_logins(client, clock)
     bcrypt_calls.calls.clear()
 
-    response = await login(client, PASSWORD)
+    response = await attempt(client, PASSWORD)
 
     assert await limited(response) == 51  # the first attempt, 10 s ago, frees up in 51
     assert bcrypt_calls.calls == []  # a refused guess costs the server nothing
@@ -75,9 +71,9 @@ async def test_the_eleventh_login_in_a_minute_is_429_even_with_the_right_passwor
 async def test_the_limit_resets_once_its_window_has_passed(client, clock):
     await registered(client)
     await spend_logins(client, clock)
-    clock.advance(await limited(await login(client, PASSWORD)))
+    clock.advance(await limited(await attempt(client, PASSWORD)))
 
-    response = await login(client, PASSWORD)
+    response = await attempt(client, PASSWORD)
 
     assert response.status_code == 200
     assert set(await response.get_json()) >= {"access_token", "refresh_token"}
@@ -95,9 +91,9 @@ async def test_the_limit_resets_once_its_window_has_passed(client, clock):
 async def test_spoofed_client_addresses_do_not_reset_the_budget(client, clock, spoof):
     """FORWARDED_PROXY_COUNT=0 (the default): only the peer address counts."""
     for n in range(10):
-        await refused(await login(client, headers=spoof(n)), "invalid_credentials")
+        await refused(await attempt(client, headers=spoof(n)), "invalid_credentials")
 
-    await limited(await login(client, headers=spoof(99)))
+    await limited(await attempt(client, headers=spoof(99)))
 
 
 async def test_the_sixth_registration_of_an_email_in_an_hour_is_429(client, clock):

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import bearer, claims_of, register
-from tests.security.conftest import refused
+from tests.helpers.attacks import refused
+from tests.helpers.http import bearer, claims_of, register
 
 
 async def logout(client, access_token: str):

@@ -1,0 +1,154 @@
+"""What `create_app` builds from settings, and the typed getters for it.
+
+`install()` reads the settings once into the objects the package works with: the
+token rules (keys, claims and lifetimes), the password hasher. Modules read them with
+`settings()`, `token_rules()` and `hasher()`; what a module opens only while serving
+(the database, the rate limiter) lives in a typed `Slot` that the module declares.
+No other module uses a string key into `app.extensions`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from quart import Quart, current_app
+
+from settings import ConfigError, Settings
+
+from .crypto.keys import (
+    HMAC_ALGORITHMS,
+    InvalidKey,
+    JwtKey,
+    KeySet,
+    hmac_key,
+    private_key,
+    public_key,
+    read_key_file,
+)
+from .crypto.passwords import PasswordHasher
+from .crypto.tokens import TokenRules
+
+#: The one key of this package in `app.extensions`.
+KEY = "quart_auth_api"
+
+T = TypeVar("T")
+
+
+@dataclass
+class Extensions:
+    settings: Settings
+    tokens: TokenRules
+    hasher: PasswordHasher
+    #: What the modules' slots hold while serving.
+    serving: dict[Slot[Any], Any] = field(default_factory=dict)
+
+
+class Slot(Generic[T]):
+    """One object a module opens while serving, e.g. `DATABASE: Slot[Database]`."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def put(self, app: Quart, value: T) -> None:
+        of(app).serving[self] = value
+
+    def pop(self, app: Quart) -> T | None:
+        value: T | None = of(app).serving.pop(self, None)
+        return value
+
+    def find(self, app: Quart | None = None) -> T | None:
+        value: T | None = of(app).serving.get(self)
+        return value
+
+    def get(self, app: Quart | None = None) -> T:
+        value = self.find(app)
+        if value is None:
+            raise RuntimeError(
+                f"the {self.name} is not open: run the app with its serving hooks "
+                "(app.test_app() in tests)"
+            )
+        return value
+
+    def __repr__(self) -> str:
+        return f"Slot({self.name!r})"
+
+
+def install(app: Quart, settings: Settings) -> Extensions:
+    """Build everything settings describe, once; the hasher's threads start and stop
+    with serving."""
+    hasher = PasswordHasher(rounds=settings.bcrypt_rounds, threads=settings.bcrypt_threads)
+    extensions = Extensions(settings, build_token_rules(settings), hasher)
+    app.extensions[KEY] = extensions
+    app.before_serving(hasher.warm_up)
+
+    @app.after_serving
+    async def _close_hasher() -> None:
+        hasher.close()
+
+    return extensions
+
+
+def of(app: Quart | None = None) -> Extensions:
+    """This package's objects for `app` (default: the current app)."""
+    extensions: Extensions = (current_app if app is None else app).extensions[KEY]
+    return extensions
+
+
+def settings(app: Quart | None = None) -> Settings:
+    return of(app).settings
+
+
+def token_rules(app: Quart | None = None) -> TokenRules:
+    return of(app).tokens
+
+
+def hasher(app: Quart | None = None) -> PasswordHasher:
+    return of(app).hasher
+
+
+def build_token_rules(settings: Settings) -> TokenRules:
+    """The key set and the claims every token is checked against.
+
+    Key files are read here, once, at start-up. A secret or key that cannot be used
+    stops start-up with one line naming its variable. Retired HMAC secrets keep the
+    HMAC algorithm in force (HS256 under RS256/ES256: the way out of the default).
+    """
+    algorithm = settings.jwt_algorithm
+    if algorithm in HMAC_ALGORITHMS:
+        with _refused_as("JWT_SECRET_KEY"):
+            signing = hmac_key(settings.jwt_secret_key.get_secret_value(), algorithm)
+    else:
+        path = settings.jwt_private_key_file
+        with _refused_as("JWT_PRIVATE_KEY_FILE", path):
+            if path is None:
+                raise InvalidKey(f"required for {algorithm}")
+            signing = private_key(read_key_file(path), algorithm)
+    retired_hmac = algorithm if algorithm in HMAC_ALGORITHMS else "HS256"
+    retired: list[JwtKey] = []
+    with _refused_as("JWT_SECRET_KEY_FALLBACKS"):
+        retired += (hmac_key(secret, retired_hmac) for secret in settings.jwt_secret_key_fallbacks)
+    for name in settings.jwt_public_key_fallback_files:
+        with _refused_as("JWT_PUBLIC_KEY_FALLBACK_FILES", Path(name)):
+            retired.append(public_key(read_key_file(Path(name))))
+    with _refused_as("JWT_SECRET_KEY"):  # jose's own refusal of an HMAC secret
+        return TokenRules(
+            keys=KeySet(signing_key=signing, verification_keys=tuple(retired)),
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+            access_ttl=settings.jwt_access_token_expires,
+            refresh_ttl=settings.jwt_refresh_token_expires,
+        )
+
+
+@contextmanager
+def _refused_as(variable: str, path: Path | None = None) -> Iterator[None]:
+    """An unusable key as `config error: VARIABLE: [file: ]why`, one line."""
+    try:
+        yield
+    except InvalidKey as error:
+        where = f"{path}: " if path is not None else ""
+        raise ConfigError(f"config error: {variable}: {where}{error}") from None

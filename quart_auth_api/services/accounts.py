@@ -1,0 +1,42 @@
+"""Accounts: registration and the password check of a login."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ..audit import account_ref
+from ..crypto.passwords import PasswordHasher
+from ..errors import EmailTaken, InvalidCredentials
+from ..models import User
+
+
+async def register_user(db: AsyncSession, *, email: str, password_hash: str, name: str) -> User:
+    """Create a user; a taken email (case-insensitive) is `EmailTaken`, even when racing."""
+    if await db.scalar(select(User.id).where(User.email == email)) is not None:
+        raise EmailTaken()
+    user = User(email=email, name=name, password_hash=password_hash)
+    db.add(user)
+    try:
+        await db.flush()
+    except IntegrityError:
+        await db.rollback()
+        raise EmailTaken() from None
+    return user
+
+
+async def find_user_by_email(db: AsyncSession, *, email: str) -> User | None:
+    return await db.scalar(select(User).where(User.email == email, User.is_active.is_(True)))
+
+
+async def authenticate(
+    db: AsyncSession, *, hasher: PasswordHasher, email: str, password: str
+) -> User:
+    """The user with these credentials; an unknown email costs the same as a wrong password."""
+    user = await find_user_by_email(db, email=email)
+    if not await hasher.verify(password, user.password_hash if user else None) or user is None:
+        raise InvalidCredentials(account=account_ref(email))
+    if hasher.needs_rehash(user.password_hash):
+        user.password_hash = await hasher.hash(password)
+    return user

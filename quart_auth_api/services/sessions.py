@@ -1,0 +1,243 @@
+"""Login sessions: open, check on every request, rotate on refresh, revoke, purge."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import bindparam, delete, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ..client import Client
+from ..db import read_one, write
+from ..errors import EmailTaken, RefreshTokenReused, TokenRevoked
+from ..models import AuthSession, User, utcnow
+
+MAX_USER_AGENT = 512
+
+
+@dataclass(frozen=True, slots=True)
+class CurrentUser:
+    """The user of a live session as the guard's query read it: a read-only snapshot.
+
+    To change the user, load the row in the request's session:
+    `await get_db().get(User, current_user.id)`.
+    """
+
+    id: int
+    public_id: uuid.UUID
+    email: str
+    name: str
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class LiveSession:
+    """The result of the per-request check: the user and their session's state."""
+
+    user: CurrentUser
+    session_id: uuid.UUID
+    generation: int
+    rotated_at: datetime | None
+
+
+async def open_session(
+    db: AsyncSession, *, user: User, client: Client, lifetime: timedelta
+) -> AuthSession:
+    """Open a login session for `user` and commit it (with the user, on registration)."""
+    now = utcnow()
+    session = AuthSession(
+        user_id=user.id,
+        created_at=now,
+        last_used_at=now,
+        expires_at=now + lifetime,
+        user_agent=(client.user_agent or "")[:MAX_USER_AGENT] or None,
+        ip=client.ip,
+    )
+    db.add(session)
+    try:
+        await db.commit()
+    except IntegrityError:
+        await db.rollback()
+        raise EmailTaken() from None
+    return session
+
+
+#: The per-request check, built once: the session is neither revoked nor expired and
+#: its user is active (primary-key lookup, then the user by primary key).
+LIVE_SESSION = (
+    select(
+        User.id,
+        User.public_id,
+        User.email,
+        User.name,
+        User.created_at,
+        User.updated_at,
+        AuthSession.generation,
+        AuthSession.rotated_at,
+    )
+    .join(AuthSession, AuthSession.user_id == User.id)
+    .where(
+        AuthSession.id == bindparam("session_id"),
+        AuthSession.revoked_at.is_(None),
+        AuthSession.expires_at > bindparam("now"),
+        User.public_id == bindparam("user_public_id"),
+        User.is_active.is_(True),
+    )
+)
+
+
+async def load_live_session(
+    *, session_id: uuid.UUID, user_public_id: uuid.UUID
+) -> LiveSession | None:
+    """One indexed query (`db.read_one`, no ORM session): the session is not revoked or
+    expired and its user is active."""
+    parameters = {"session_id": session_id, "user_public_id": user_public_id, "now": utcnow()}
+    row = await read_one(LIVE_SESSION, parameters)
+    if row is None:
+        return None
+    user = CurrentUser(row.id, row.public_id, row.email, row.name, row.created_at, row.updated_at)
+    return LiveSession(user, session_id, row.generation, row.rotated_at)
+
+
+#: Rotation in the normal case: one statement that bumps the generation the refresh
+#: token carries; none of several racing refreshes with one token can bump it twice.
+ROTATE = (
+    update(AuthSession)
+    .where(
+        AuthSession.id == bindparam("session_id"),
+        AuthSession.generation == bindparam("token_generation"),
+        AuthSession.revoked_at.is_(None),
+    )
+    .values(
+        generation=AuthSession.generation + 1,
+        rotated_at=bindparam("now"),
+        last_used_at=bindparam("now"),
+        expires_at=bindparam("expires_at"),
+    )
+    .execution_options(synchronize_session=False)
+)
+
+
+async def rotate_refresh(
+    db: AsyncSession,
+    *,
+    live: LiveSession,
+    token_generation: int,
+    lifetime: timedelta,
+    reuse_interval: timedelta,
+) -> int:
+    """A refresh with a token of `token_generation`: the generation the new tokens carry.
+
+    The normal case is one statement (`try_rotate`); a token that did not rotate is
+    settled in `db` (`settle_refresh`: the grace for the previous generation, or a
+    replay that revokes the session).
+    """
+    if await try_rotate(live=live, token_generation=token_generation, lifetime=lifetime):
+        return token_generation + 1
+    return await settle_refresh(
+        db, live=live, token_generation=token_generation, reuse_interval=reuse_interval
+    )
+
+
+async def try_rotate(*, live: LiveSession, token_generation: int, lifetime: timedelta) -> bool:
+    """Bump the session's generation from `token_generation` (`db.write`, one statement);
+    False when it is not the current one (a racing refresh rotated first, or an older
+    token)."""
+    if token_generation != live.generation:
+        return False
+    now = utcnow()
+    parameters = {
+        "session_id": live.session_id,
+        "token_generation": token_generation,
+        "now": now,
+        "expires_at": now + lifetime,
+    }
+    return await write(ROTATE, parameters) == 1
+
+
+async def settle_refresh(
+    db: AsyncSession, *, live: LiveSession, token_generation: int, reuse_interval: timedelta
+) -> int:
+    """A refresh whose token `try_rotate` did not rotate: the generation the new tokens
+    must carry, or `RefreshTokenReused` (and the session revoked).
+
+    The previous generation is honoured (nothing rotates) for `reuse_interval` after a
+    rotation (several tabs, or racing requests, with one token); any older token is a
+    replay and revokes the session.
+    """
+    live = await _reload(db, live)
+    if _within_reuse_interval(live, token_generation, utcnow(), reuse_interval):
+        return live.generation
+    await revoke_session(db, session_id=live.session_id, reason="refresh_reuse")
+    raise RefreshTokenReused(user=live.user.public_id, sid=live.session_id)
+
+
+def _within_reuse_interval(
+    live: LiveSession, token_generation: int, now: datetime, interval: timedelta
+) -> bool:
+    return (
+        interval > timedelta(0)  # 0 turns the grace off, even for a request racing the rotation
+        and token_generation == live.generation - 1
+        and live.rotated_at is not None
+        and now - live.rotated_at <= interval
+    )
+
+
+async def _reload(db: AsyncSession, live: LiveSession) -> LiveSession:
+    row = (
+        await db.execute(
+            select(AuthSession.generation, AuthSession.rotated_at, AuthSession.revoked_at).where(
+                AuthSession.id == live.session_id
+            )
+        )
+    ).one()
+    if row.revoked_at is not None:
+        raise TokenRevoked()
+    return LiveSession(live.user, live.session_id, row.generation, row.rotated_at)
+
+
+async def revoke_session(db: AsyncSession, *, session_id: uuid.UUID, reason: str) -> bool:
+    """Revoke a session (its access and refresh tokens stop working); commit."""
+    result = await db.execute(
+        update(AuthSession)
+        .where(AuthSession.id == session_id, AuthSession.revoked_at.is_(None))
+        .values(revoked_at=utcnow(), revoked_reason=reason)
+        .execution_options(synchronize_session=False)
+    )
+    await db.commit()
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def purge_sessions(db: AsyncSession, *, older_than: datetime, batch: int) -> int:
+    """Delete one batch of sessions that expired or were revoked before `older_than`.
+
+    Returns the number of rows deleted; call again until it is below `batch`. Safe in
+    several workers at once: PostgreSQL skips rows another purge has locked.
+    """
+    doomed = (
+        select(AuthSession.id)
+        .where(or_(AuthSession.expires_at < older_than, AuthSession.revoked_at < older_than))
+        .limit(batch)
+        .with_for_update(skip_locked=True)
+    )
+    result = await db.execute(
+        delete(AuthSession)
+        .where(AuthSession.id.in_(doomed.scalar_subquery()))
+        .execution_options(synchronize_session=False)
+    )
+    await db.commit()
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def count_live_sessions(db: AsyncSession) -> int:
+    """Sessions neither revoked nor expired."""
+    live = await db.scalar(
+        select(func.count())
+        .select_from(AuthSession)
+        .where(AuthSession.revoked_at.is_(None), AuthSession.expires_at > utcnow())
+    )
+    return int(live or 0)
