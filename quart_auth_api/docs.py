@@ -33,6 +33,7 @@ from .errors import (
     UnsupportedMediaType,
     ValidationFailed,
     WrongTokenType,
+    all_error_classes,
 )
 from .guards import BEARER_SECURITY, JWT_REQUIRED_ATTRIBUTE
 from .schemas import ProblemOut
@@ -147,10 +148,24 @@ class ApiOpenAPIProvider(OpenAPIProvider):
             if "requestBody" in operation:
                 operation["requestBody"]["required"] = True
             operation["description"] = operation.get("description", "").strip()
-        problem = ProblemOut.model_json_schema(ref_template="#/components/schemas/{model}")
-        components.update(problem.pop("$defs", {}))
-        components["ProblemOut"] = problem
+        components.update(problem_schemas())
         return paths, components
+
+
+def problem_schemas() -> dict[str, Any]:
+    """`ProblemOut` (and what it refers to), its `code` listing every code the service can
+    answer, with its status: also those no single operation names (`not_found` for an
+    unknown path, `method_not_allowed` for another method on a known one)."""
+    problem = ProblemOut.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas: dict[str, Any] = problem.pop("$defs", {})
+    errors = all_error_classes()
+    code = problem["properties"]["code"]
+    code["enum"] = sorted({error.code for error in errors})
+    code["description"] += " Every code the service answers with, by status: " + "; ".join(
+        f"{error.status} `{error.code}`" for error in errors
+    )
+    schemas["ProblemOut"] = problem
+    return schemas
 
 
 class ApiQuartSchema(QuartSchema):

@@ -10,6 +10,7 @@ from openapi_spec_validator import validate
 from quart_auth_api import __version__, create_app
 from quart_auth_api.errors import all_error_classes
 from settings import Settings
+from tests.helpers.processes import PROJECT_ROOT
 
 OPERATIONS = {
     ("get", "/"),
@@ -138,3 +139,18 @@ async def test_docs_can_be_turned_off(database_url):
         client = app.test_client()
         assert (await client.get("/docs")).status_code == 404
         assert (await client.get("/openapi.json")).status_code == 404
+
+
+async def test_the_problem_schema_lists_every_code_the_service_answers(schema):
+    """Also the codes no single operation names: an unknown path, another method."""
+    code = schema["components"]["schemas"]["ProblemOut"]["properties"]["code"]
+    assert set(code["enum"]) == {error.code for error in all_error_classes()}
+    assert {"fresh_token_required", "not_found", "method_not_allowed"} <= set(code["enum"])
+    for error in all_error_classes():
+        assert f"{error.status} `{error.code}`" in code["description"]
+
+
+async def test_every_code_the_service_answers_is_in_the_readme():
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    missing = [e.code for e in all_error_classes() if f"| {e.status} | `{e.code}` |" not in readme]
+    assert missing == []

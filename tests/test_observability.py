@@ -144,3 +144,21 @@ def test_log_level_is_applied():
         assert logging.getLogger("quart_auth_api").level == logging.WARNING
     finally:
         configure_logging(Settings.for_testing())
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["Basic " + "m" * 32, "Bearer", "Bearer a b", "Bearer" + "m" * 32],
+    ids=["basic", "no-token", "two-tokens", "no-space"],
+)
+async def test_metrics_read_the_token_with_the_guards_one_parser(metrics_app, header):
+    """A malformed Authorization header is what the guards answer: 401 token_invalid."""
+    client = metrics_app.test_client()
+    response = await client.get("/metrics", headers={"Authorization": header})
+    await problem(response, 401, "token_invalid")
+
+
+async def test_metrics_accept_the_bearer_scheme_in_any_case(metrics_app):
+    client = metrics_app.test_client()
+    response = await client.get("/metrics", headers={"Authorization": "bearer " + "m" * 32})
+    assert response.status_code == 200

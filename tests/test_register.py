@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -247,3 +248,44 @@ async def test_register_with_a_json_body_that_is_not_an_object_is_422(client, ra
 
     body = await problem(response, 422, "validation_failed")
     assert [e["field"] for e in body["errors"]] == ["body"], body["errors"]
+
+
+# -- addresses at special-use names: the schema states the rule validation applies ---------
+
+
+@pytest.fixture
+async def email_pattern(client) -> re.Pattern[str]:
+    schema = await (await client.get("/openapi.json")).get_json()
+    body = schema["paths"]["/auth/register"]["post"]["requestBody"]["content"]
+    email = body["application/json"]["schema"]["properties"]["email"]
+    return re.compile(email["pattern"])
+
+
+@pytest.mark.parametrize(
+    ("email", "accepted"),
+    [
+        ("-t~u@4pyp.test", False),  # what schemathesis found
+        ("ada@app.TEST", False),
+        ("ada@printer.local", False),
+        ("ada@x.localhost", False),
+        ("ada@hidden.onion", False),
+        ("ada@1.0.0.127.in-addr.arpa", False),
+        ("ada@nothing.invalid", False),
+        ("ada@example.com", True),
+        ("ada@test.example.com", True),
+        ("ada@contest.io", True),
+        ("ada@local.example.org", True),
+    ],
+)
+async def test_the_schema_states_which_addresses_register_refuses(
+    client, email_pattern, email, accepted
+):
+    response = await client.post("/auth/register", json=new_user(email=email))
+
+    assert (email_pattern.search(email) is not None) is accepted
+    if accepted:
+        assert response.status_code == 201, await response.get_data(as_text=True)
+    else:
+        body = await problem(response, 422, "validation_failed")
+        assert body["errors"][0]["field"] == "email"
+        assert "special-use" in body["errors"][0]["message"]
