@@ -14,6 +14,7 @@ import asyncio
 import gc
 import multiprocessing
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -52,15 +53,37 @@ def require_current_schema(settings: Settings) -> None:
         )
 
 
+#: The file that marks a directory as this service's own metrics directory.
+METRICS_MARKER = ".quart-auth-api-metrics"
+#: What prometheus-client's multiprocess mode writes: `<kind>_<pid>.db`.
+METRICS_SAMPLE_RE = re.compile(
+    r"(counter|histogram|summary|gauge_(live)?(all|min|max|sum|mostrecent))_\d+\.db"
+)
+
+
 def share_metrics_directory(settings: Settings) -> Settings:
-    """One empty prometheus-client directory for all workers: in the environment, read
-    when prometheus-client is imported, and in the settings the app is built with."""
+    """One prometheus-client directory for all workers: in the environment, read when
+    prometheus-client is imported, and in the settings the app is built with.
+
+    The samples of an earlier run are removed, and nothing else: only files named as
+    prometheus-client names them, and only in a directory this service marked as its own
+    when it found it empty (PROMETHEUS_MULTIPROC_DIR pointed at a folder with other
+    files in it stops start-up instead)."""
     directory = settings.prometheus_multiproc_dir or Path(
         tempfile.mkdtemp(prefix="quart-auth-api-metrics-")
     )
-    directory.mkdir(parents=True, exist_ok=True)
-    for stale in directory.glob("*.db"):  # samples of an earlier run
-        stale.unlink()
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    marker = directory / METRICS_MARKER
+    if not marker.exists():
+        if any(directory.iterdir()):
+            sys.exit(
+                f"config error: PROMETHEUS_MULTIPROC_DIR: {directory} is not empty and is "
+                "not this service's metrics directory; give it an empty directory of its own"
+            )
+        marker.write_text("prometheus-client samples of quart-auth-api, removed at each start\n")
+    for stale in directory.iterdir():  # samples of an earlier run
+        if METRICS_SAMPLE_RE.fullmatch(stale.name) and stale.is_file():
+            stale.unlink()
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
     return settings.model_copy(update={"prometheus_multiproc_dir": directory})
 

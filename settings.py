@@ -27,24 +27,17 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-PROJECT_ROOT = Path(__file__).resolve().parent
-MIN_SECRET_BYTES = 32
-
-#: Values copied from tutorials and `.env.example`; production refuses them.
-PLACEHOLDER_SECRETS = frozenset(
-    {
-        "change-me",
-        "changeme",
-        "secret",
-        "secret-key",
-        "your-secret-key",
-        "jwt-secret-key",
-        "your-jwt-secret-key",
-        "dev",
-        "development",
-        "super-secret",
-    }
+from production_checks import (
+    production_warnings,
+    refuse_unsafe_knobs,
+    require_private_sqlite,
+    require_strong_secret,
+    require_writable_sqlite,
 )
+
+PROJECT_ROOT = Path(__file__).resolve().parent
+#: The project's own folder for the SQLite database (created 0700).
+INSTANCE_DIR = PROJECT_ROOT / "instance"
 
 
 def _seconds(value: Any) -> Any:
@@ -140,13 +133,18 @@ class Settings(BaseSettings):
     #: `text` or `json` (one JSON object per line); default json in production.
     log_format: Literal["text", "json"] | None = None
     #: Database pool (PostgreSQL; SQLite uses the same pool limits), timeouts in seconds.
+    #: Together they bound a request while PostgreSQL is partitioned away (connections
+    #: held, nothing answered): the token check answers 503 within DB_CHECK_TIMEOUT, any
+    #: other request within DB_POOL_TIMEOUT + DB_COMMAND_TIMEOUT (4.5 s by default).
     db_pool_size: int = Field(5, ge=1, le=200)
     db_max_overflow: int = Field(10, ge=0, le=200)
-    db_pool_timeout: Seconds = Field(timedelta(seconds=5), gt=timedelta(0))
+    db_pool_timeout: Seconds = Field(timedelta(seconds=2), gt=timedelta(0))
     db_pool_recycle: Seconds = Field(timedelta(minutes=30), gt=timedelta(0))
     db_pool_pre_ping: bool = False
-    db_connect_timeout: Seconds = Field(timedelta(seconds=5), gt=timedelta(0))
-    db_command_timeout: Seconds = Field(timedelta(seconds=10), gt=timedelta(0))
+    db_connect_timeout: Seconds = Field(timedelta(seconds=2), gt=timedelta(0))
+    db_command_timeout: Seconds = Field(timedelta(seconds=2.5), gt=timedelta(0))
+    #: The token check on every request, connecting included (PostgreSQL).
+    db_check_timeout: Seconds = Field(timedelta(seconds=1.5), gt=timedelta(0))
     #: At start: `false` fails fast when the schema is behind the migrations; `true`
     #: applies them first.
     db_auto_migrate: bool = False
@@ -181,8 +179,9 @@ class Settings(BaseSettings):
         """Settings for the test suite: no `.env`, fast bcrypt, fixed secrets."""
         values: dict[str, Any] = {
             "env": "testing",
-            "secret_key": "test-secret-key-" + "x" * 32,
-            "jwt_secret_key": "test-jwt-secret-key-" + "y" * 32,
+            # fixed, and strong enough for production's checks (tests of production mode)
+            "secret_key": "testing-only-Qm7vK2pXz9LwR4tNc8bY3hDs6FjA1gEu",
+            "jwt_secret_key": "testing-only-Zt5nH8qLx2VcW9rMb4kJ7pYd3sGf6aTe",
             "database_url": "sqlite:///instance/test.db",
         }
         values.update(overrides)
@@ -237,16 +236,19 @@ class Settings(BaseSettings):
         resolved: dict[str, Any] = {}
         for name in ("secret_key", "jwt_secret_key"):
             if production:
-                _require_strong_secret(name, getattr(self, name) if name in given else None)
+                require_strong_secret(name, getattr(self, name) if name in given else None)
             elif name not in given or not getattr(self, name).get_secret_value():
                 resolved[name] = SecretStr(secrets.token_urlsafe(48))
         if production and self.debug:
             raise ValueError("DEBUG: debug mode is refused in production")
         if production and self.is_sqlite:
-            _require_writable_sqlite(self.database_url)
+            require_writable_sqlite(self.database_url)
+            require_private_sqlite(self.database_url)
         if production:
             for fallback in self.jwt_secret_key_fallbacks:
-                _require_strong_secret("jwt_secret_key_fallbacks", SecretStr(fallback))
+                require_strong_secret("jwt_secret_key_fallbacks", SecretStr(fallback))
+            if self.metrics_token is not None:
+                require_strong_secret("metrics_token", self.metrics_token)
         if self.jwt_cookie_secure is None:
             resolved["jwt_cookie_secure"] = production
         if "bcrypt_rounds" not in given:
@@ -259,7 +261,14 @@ class Settings(BaseSettings):
             resolved["web_concurrency"] = (os.cpu_count() or 1) if production else 1
         for name, value in resolved.items():
             object.__setattr__(self, name, value)  # still inside validation
+        if production:
+            refuse_unsafe_knobs(self)
         return self
+
+    def production_warnings(self) -> list[str]:
+        """One line for each deliberate choice production allows but an operator should
+        see at start (logged by `create_app`)."""
+        return production_warnings(self) if self.is_production else []
 
     # -- derived values -----------------------------------------------------
 
@@ -299,29 +308,6 @@ def to_async_url(value: str) -> str:
 
 def _render(url: URL) -> str:
     return url.render_as_string(hide_password=False)
-
-
-def _require_writable_sqlite(url: str) -> None:
-    """SQLite needs to write the file and, for its WAL and journal, the directory."""
-    database = make_url(url).database or ""
-    if database in ("", ":memory:"):
-        raise ValueError("DATABASE_URL: an in-memory SQLite database is refused in production")
-    path = Path(database)
-    if not os.access(path.parent, os.W_OK | os.X_OK) or (
-        path.exists() and not os.access(path, os.W_OK)
-    ):
-        raise ValueError(f"DATABASE_URL: SQLite path {path} is not writable")
-
-
-def _require_strong_secret(name: str, secret: SecretStr | None) -> None:
-    variable = name.upper()
-    if secret is None:
-        raise ValueError(f"{variable}: required in production")
-    value = secret.get_secret_value()
-    if value.strip().lower() in PLACEHOLDER_SECRETS or value.startswith("change-me"):
-        raise ValueError(f"{variable}: a placeholder value is refused in production")
-    if len(value.encode()) < MIN_SECRET_BYTES:
-        raise ValueError(f"{variable}: must be at least {MIN_SECRET_BYTES} bytes in production")
 
 
 _ENV_NAMES = {"env": "QUART_ENV"}

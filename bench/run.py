@@ -100,7 +100,7 @@ def build_plan(args: argparse.Namespace) -> Plan:
         duration=float(pick(args.duration, 10.0, 1.0)),
         workers=int(pick(args.workers, cores, 1)),
         backends=backends,
-        bcrypt_rounds=int(pick(args.bcrypt_rounds, 12, 4)),
+        bcrypt_rounds=int(pick(args.bcrypt_rounds, 12, 10)),  # production refuses less
         seed_users=int(pick(args.seed_users, 64, 8)),
         connections=int(pick(args.connections, 16, 4)),
         login_connections=int(pick(args.login_connections, 8, 2)),

@@ -57,7 +57,7 @@ def do_run_migrations(connection: Connection) -> None:
 
 
 async def run_async_migrations() -> None:
-    engine = create_engine(_settings(), poolclass=NullPool)
+    engine = create_engine(_settings(), poolclass=NullPool, statement_timeout=False)
     async with engine.connect() as connection:
         await connection.run_sync(do_run_migrations)
     await engine.dispose()

@@ -8,6 +8,8 @@ routes are protected as they would be with Flask-JWT-Extended::
 
 from __future__ import annotations
 
+import logging
+
 from quart import Quart
 
 from settings import Settings
@@ -48,6 +50,8 @@ def create_app(config: Settings | None = None) -> Quart:
     )
     extensions.install(app, settings)
     logs.configure_logging(settings)
+    for warning in settings.production_warnings():  # deliberate, and worth a line
+        logging.getLogger("quart_auth_api").warning("production: %s", warning)
     hooks.init_app(app)
     errors.init_app(app)
     cli.init_app(app)  # before db: its background purge stops before the engine closes

@@ -2,13 +2,14 @@
 
 `event=login_failed ip=203.0.113.9 account=acct_3f1c…` — the request id is added by
 the log filter. Never a token, a password, a hash or a raw email: accounts that may not
-exist are named by a one-way digest of their email, known users by their public id.
+exist are named by a keyed one-way digest of their email, known users by their public id.
 """
 
 from __future__ import annotations
 
 import logging
 
+from . import extensions
 from .client import client_ip
 from .crypto.digests import email_digest
 from .metrics import count_event
@@ -33,8 +34,9 @@ def audit(event: str, **fields: object) -> None:
 
 
 def account_ref(email: str) -> str:
-    """A stable, one-way name for an email address, for correlating log lines."""
-    return "acct_" + email_digest(email)[:16]
+    """A stable, one-way name for an email address, for correlating log lines (a keyed
+    digest: see `crypto/digests.py`)."""
+    return "acct_" + email_digest(email, extensions.digest_key())[:16]
 
 
 def _clean(value: object) -> str:

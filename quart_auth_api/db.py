@@ -10,14 +10,18 @@ transaction (no BEGIN/ROLLBACK round trips).
 
 from __future__ import annotations
 
+import asyncio
+import os
 import sqlite3
 from collections import namedtuple
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from quart import Quart, g
 from sqlalchemy import Executable, MetaData, Select, UpdateBase, event, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DatabaseError, DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -28,7 +32,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.util import greenlet_spawn
 
-from settings import Settings
+from settings import INSTANCE_DIR, Settings
 
 from . import extensions
 from .extensions import Slot
@@ -59,17 +63,24 @@ class Database:
     direct: AsyncEngine
     #: SQLite: the hot path's statements, each compiled once.
     sqlite: SqliteStatements | None = field(default=None, repr=False)
+    #: Seconds the token check may take on PostgreSQL, connecting included.
+    check_timeout: float = 2.0
 
 
 #: The database while the app serves.
 DATABASE: Slot[Database] = Slot("database")
 
 
-def create_engine(settings: Settings, **options: Any) -> AsyncEngine:
+def create_engine(
+    settings: Settings, *, statement_timeout: bool = True, **options: Any
+) -> AsyncEngine:
     """Build the async engine with the pool and timeouts from settings.
 
-    PostgreSQL: bounded connect and statement times, so an outage answers 503 quickly
-    instead of hanging. SQLite: WAL, a busy timeout and foreign keys on every connection.
+    PostgreSQL: bounded connect and statement times (`statement_timeout=False` for
+    migrations, whose statements may rightly take long), so that an outage or a
+    partition answers 503 quickly instead of hanging; a connection whose statement
+    timed out is terminated, never reused (`_never_reuse_after_a_timeout`). SQLite: WAL,
+    a busy timeout and foreign keys on every connection.
     """
     if "poolclass" not in options:
         options |= {
@@ -79,16 +90,20 @@ def create_engine(settings: Settings, **options: Any) -> AsyncEngine:
             "pool_recycle": int(settings.db_pool_recycle.total_seconds()),
         }
     if not settings.is_sqlite:
-        return create_async_engine(
+        command_timeout = settings.db_command_timeout.total_seconds()
+        engine = create_async_engine(
             settings.database_url,
             pool_pre_ping=settings.db_pool_pre_ping,
             hide_parameters=True,
             connect_args={
                 "timeout": settings.db_connect_timeout.total_seconds(),
-                "command_timeout": settings.db_command_timeout.total_seconds(),
+                "command_timeout": command_timeout if statement_timeout else None,
             },
             **options,
         )
+        event.listen(engine.sync_engine, "handle_error", _never_reuse_after_a_timeout)
+        return engine
+    private_sqlite_files(settings.database_url)
     engine = create_async_engine(
         settings.database_url,
         connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
@@ -100,6 +115,45 @@ def create_engine(settings: Settings, **options: Any) -> AsyncEngine:
     )
     event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     return engine
+
+
+def _never_reuse_after_a_timeout(context: Any) -> None:
+    """A statement that timed out may still be answered: terminate its connection at once
+    (a graceful close would wait on the same dead link) and never hand it out again.
+    Only that connection: the others may be healthy."""
+    if isinstance(context.original_exception, TimeoutError | asyncio.CancelledError):
+        terminate(context.connection)
+        context.is_disconnect = True
+        context.invalidate_pool_on_disconnect = False
+
+
+def terminate(connection: Any) -> None:
+    """Close an asyncpg connection's socket now, without a word to the server."""
+    dbapi = getattr(getattr(connection, "connection", None), "dbapi_connection", None)
+    driver = getattr(dbapi, "driver_connection", None)
+    if driver is not None and not driver.is_closed():
+        driver.terminate()
+
+
+def private_sqlite_files(url: str) -> None:
+    """Create the SQLite file readable by its owner only (0600) before SQLite does: it
+    holds emails, password hashes and session addresses, and SQLite gives the WAL and
+    shared-memory files the database file's mode. The project's own `instance/` is made
+    0700, and what an older version left there open to group or others is closed; any
+    other folder is the operator's (production refuses a file others can read)."""
+    name = make_url(url).database
+    if not name or name == ":memory:":
+        return
+    path = Path(name)
+    if path.parent == INSTANCE_DIR:
+        INSTANCE_DIR.mkdir(mode=0o700, exist_ok=True)
+        for ours in (INSTANCE_DIR, path, *(Path(f"{path}{end}") for end in ("-wal", "-shm"))):
+            if ours.exists() and ours.stat().st_mode & 0o077:
+                ours.chmod(0o700 if ours.is_dir() else 0o600)
+    elif not path.parent.is_dir():
+        return  # another folder is the operator's to make: SQLite will say it is missing
+    if not path.exists():
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -117,7 +171,9 @@ def open_database(settings: Settings) -> Database:
     if settings.is_sqlite:  # the driver begins a transaction only before a write
         return Database(engine, sessions, engine, SqliteStatements(engine))
     direct = engine.execution_options(isolation_level="AUTOCOMMIT")  # an attribute on asyncpg
-    return Database(engine, sessions, direct)
+    return Database(
+        engine, sessions, direct, check_timeout=settings.db_check_timeout.total_seconds()
+    )
 
 
 async def read_one(select: AnySelect, parameters: Mapping[str, Any]) -> Any | None:
@@ -133,14 +189,16 @@ async def read_one(select: AnySelect, parameters: Mapping[str, Any]) -> Any | No
 
     async def once() -> Any | None:
         async with database.direct.connect() as connection:
+            # cut short by the deadline, the connection is terminated (handle_error below)
             return (await connection.execute(select, parameters)).one_or_none()
 
-    try:
+    async with asyncio.timeout(database.check_timeout):  # one bound, the retry included
+        try:
+            return await once()
+        except DBAPIError as error:
+            if not error.connection_invalidated:
+                raise
         return await once()
-    except DBAPIError as error:
-        if not error.connection_invalidated:
-            raise
-    return await once()
 
 
 async def write(statement: UpdateBase, parameters: Mapping[str, Any]) -> int:

@@ -2,7 +2,7 @@
 
 `install()` reads the settings once into the objects the package works with: the
 token rules (keys, claims and lifetimes), the password hasher. Modules read them with
-`settings()`, `token_rules()` and `hasher()`; what a module opens only while serving
+`settings()`, `token_rules()`, `hasher()` and `digest_key()`; what a module opens only while serving
 (the database, the rate limiter) lives in a typed `Slot` that the module declares.
 No other module uses a string key into `app.extensions`.
 """
@@ -19,6 +19,7 @@ from quart import Quart, current_app
 
 from settings import ConfigError, Settings
 
+from .crypto.digests import ACCOUNT_DIGEST, derive_key
 from .crypto.keys import (
     HMAC_ALGORITHMS,
     InvalidKey,
@@ -43,6 +44,8 @@ class Extensions:
     settings: Settings
     tokens: TokenRules
     hasher: PasswordHasher
+    #: The key of the account digests in log lines and rate-limit keys.
+    digest_key: bytes
     #: What the modules' slots hold while serving.
     serving: dict[Slot[Any], Any] = field(default_factory=dict)
 
@@ -81,7 +84,8 @@ def install(app: Quart, settings: Settings) -> Extensions:
     """Build everything settings describe, once; the hasher's threads start and stop
     with serving."""
     hasher = PasswordHasher(rounds=settings.bcrypt_rounds, threads=settings.bcrypt_threads)
-    extensions = Extensions(settings, build_token_rules(settings), hasher)
+    digest_key = derive_key(settings.secret_key.get_secret_value(), ACCOUNT_DIGEST)
+    extensions = Extensions(settings, build_token_rules(settings), hasher, digest_key)
     app.extensions[KEY] = extensions
     app.before_serving(hasher.warm_up)
 
@@ -108,6 +112,10 @@ def token_rules(app: Quart | None = None) -> TokenRules:
 
 def hasher(app: Quart | None = None) -> PasswordHasher:
     return of(app).hasher
+
+
+def digest_key(app: Quart | None = None) -> bytes:
+    return of(app).digest_key
 
 
 def build_token_rules(settings: Settings) -> TokenRules:

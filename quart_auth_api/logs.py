@@ -3,11 +3,18 @@
 Every line carries the worker pid and the request id. JSON lines (python-json-logger)
 also carry the structured fields a line was logged with: the access log's method,
 path, status and duration, a security event's name and its fields.
+
+No field of a line holds a raw control character (or any other character that is not
+printable: line and paragraph separators, bidi controls): `PlainFields` writes them as
+`\\xNN` / `\\uNNNN` escapes, so that a request path such as `/x%0A2026-... WARNING ...`
+cannot forge a line. A traceback keeps its lines, each one indented, so that it
+cannot pass for a record either.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 from quart import g, has_request_context
@@ -17,6 +24,57 @@ from settings import Settings
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s pid=%(process)d [%(request_id)s] %(message)s"
 JSON_FIELDS = "%(asctime)s %(levelname)s %(name)s %(process)d %(request_id)s %(message)s"
 JSON_RENAMES = {"asctime": "time", "levelname": "level", "name": "logger", "process": "pid"}
+
+
+#: The attributes every `LogRecord` has; the others are a line's own fields (`extra`).
+STANDARD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
+def printable(text: str) -> str:
+    """`text` with every character that is not printable written as an escape."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else _escape(c) for c in text)
+
+
+def _escape(character: str) -> str:
+    point = ord(character)
+    return f"\\x{point:02x}" if point < 0x100 else f"\\u{point:04x}"
+
+
+def plain_traceback(text: str, *, indent_first: bool = False) -> str:
+    """A traceback's lines, escaped one by one and indented (the first one too, where it
+    follows the record's own line)."""
+    first, *rest = text.split("\n")
+    lead = "    " if indent_first else ""
+    return "\n".join([lead + printable(first), *(f"    {printable(line)}" for line in rest)])
+
+
+class PlainFields(logging.Filter):
+    """Escapes what is not printable in the message and in every field of a record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = printable(record.getMessage()), None
+        for name, value in vars(record).items():
+            if name not in STANDARD_ATTRIBUTES and isinstance(value, str):
+                setattr(record, name, printable(value))
+        return True
+
+
+class TextFormatter(logging.Formatter):
+    def formatException(self, ei: Any) -> str:  # noqa: N802 (logging's name)
+        return plain_traceback(super().formatException(ei), indent_first=True)
+
+    def formatStack(self, stack_info: str) -> str:  # noqa: N802
+        return plain_traceback(super().formatStack(stack_info), indent_first=True)
+
+
+class PlainJsonFormatter(JsonFormatter):
+    def formatException(self, ei: Any) -> str | list[str]:  # type: ignore[override]  # noqa: N802
+        text = super().formatException(ei)
+        if isinstance(text, str):
+            return plain_traceback(text)
+        return [printable(line) for line in text]
 
 
 class RequestIdFilter(logging.Filter):
@@ -36,6 +94,7 @@ def configure_logging(settings: Settings) -> None:
     if handler is None:
         handler = logging.StreamHandler()
         handler.addFilter(RequestIdFilter())
+        handler.addFilter(PlainFields())
         handler._quart_auth_api = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
         logger.propagate = False
@@ -44,5 +103,5 @@ def configure_logging(settings: Settings) -> None:
 
 def _formatter(kind: str) -> logging.Formatter:
     if kind == "json":
-        return JsonFormatter(JSON_FIELDS, rename_fields=JSON_RENAMES, timestamp=False)
-    return logging.Formatter(TEXT_FORMAT)
+        return PlainJsonFormatter(JSON_FIELDS, rename_fields=JSON_RENAMES, timestamp=False)
+    return TextFormatter(TEXT_FORMAT)

@@ -13,7 +13,8 @@ that every worker and instance spends one budget. If Redis does not answer, coun
 goes on in this process, with an ERROR line each time, rather than failing logins: the
 limits then hold per worker instead of across them until Redis answers again.
 
-Keys never hold an email or a token: an account is a SHA-256 digest of its lower-cased
+Keys never hold an email or a token: an account is a keyed digest (HMAC-SHA256 under a
+key derived from SECRET_KEY) of its lower-cased
 email, a session is its id, a client is its address (an IPv6 client by its /64).
 In Redis: `qaa:rl:<route>:<scope>/<identifiers>/<amount>/<multiples>/<granularity>`.
 """
@@ -184,9 +185,10 @@ def limit_by_ip(route: str) -> Callable[[Callable[P, Awaitable[R]]], Callable[P,
     return decorator
 
 
-def account_key(email: str) -> str:
-    """A one-way name for an email address in rate-limit keys."""
-    return email_digest(email)[:32]
+def account_key(email: str, key: bytes | None = None) -> str:
+    """A one-way name for an email address in rate-limit keys: its keyed digest under
+    `key` (default: this app's, derived from SECRET_KEY)."""
+    return email_digest(email, extensions.digest_key() if key is None else key)[:32]
 
 
 def _identifiers(scope: str, *, account: str | None, session: str | None) -> tuple[str, ...]:

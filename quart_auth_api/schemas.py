@@ -6,12 +6,14 @@ Their docstrings and field descriptions feed the OpenAPI document.
 from __future__ import annotations
 
 import re
+import sys
+import unicodedata
 from datetime import datetime
-from typing import Annotated, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol
 from uuid import UUID
 
 from email_validator import SPECIAL_USE_DOMAIN_NAMES
-from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, WithJsonSchema
 
 from .crypto.passwords import BCRYPT_MAX_BYTES
 
@@ -46,11 +48,31 @@ def _password_bytes(value: str) -> str:
     return value
 
 
-#: No control characters but tab, and at least one that is not whitespace: one
-#: regex for the OpenAPI document and for validation (Python's `\s` and ECMA's agree
-#: once control characters are excluded).
+def _category_class(categories: frozenset[str]) -> str:
+    """The code points of `categories` as the inside of a regex class, in a form Python
+    and ECMA-262 (with the `u` flag, as JSON Schema validators compile patterns) both
+    read: BMP code points as `\\uXXXX`, the others as literal characters."""
+    ranges: list[tuple[int, int]] = []
+    for point in range(sys.maxunicode + 1):
+        if unicodedata.category(chr(point)) in categories:
+            if ranges and ranges[-1][1] == point - 1:
+                ranges[-1] = (ranges[-1][0], point)
+            else:
+                ranges.append((point, point))
+
+    def one(point: int) -> str:
+        return f"\\u{point:04x}" if point <= 0xFFFF else chr(point)
+
+    return "".join(one(a) if a == b else f"{one(a)}-{one(b)}" for a, b in ranges)
+
+
+#: No control characters but tab, and at least one visible character: one that is not
+#: a control (Cc), format (Cf) or separator (Zs, Zl, Zp) character, so that a name of
+#: only U+200B or U+202E is refused. One regex for the OpenAPI document and for
+#: validation, built from this Python's Unicode tables.
 CONTROL = r"\x00-\x08\x0a-\x1f\x7f-\x9f"  # tab is allowed (and trimmed)
-NAME_PATTERN = rf"^[^{CONTROL}]*[^\s{CONTROL}][^{CONTROL}]*$"
+INVISIBLE = _category_class(frozenset({"Cc", "Cf", "Zs", "Zl", "Zp"}))
+NAME_PATTERN = rf"^[^{CONTROL}]*[^{INVISIBLE}][^{CONTROL}]*$"
 _NAME_RE = re.compile(NAME_PATTERN)
 
 
@@ -66,6 +88,8 @@ Email = Annotated[
     AfterValidator(_no_nul),
     AfterValidator(_email),
 ]
+
+
 def _any_case(name: str) -> str:
     return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else re.escape(c) for c in name)
 
@@ -97,11 +121,12 @@ NewPassword = Annotated[
     AfterValidator(_no_nul),
     AfterValidator(_password_bytes),
 ]
+#: At login any length is accepted: a password over 72 bytes is simply wrong (401), as no
+#: account can have one (the check still costs a bcrypt check: `PasswordHasher.verify`).
 Password = Annotated[
     str,
-    Field(min_length=1, examples=["correct horse battery"], json_schema_extra=PASSWORD_LIMITS),
+    Field(min_length=1, examples=["correct horse battery"], json_schema_extra=NO_NUL),
     AfterValidator(_no_nul),
-    AfterValidator(_password_bytes),
 ]
 Name = Annotated[
     str,
@@ -175,12 +200,39 @@ class UserOut(BaseModel):
         )
 
 
+#: A token of the body: absent (never null) when cookies are the only transport.
+BodyToken = Annotated[str | None, WithJsonSchema({"type": "string"})]
+
+
+def _absent(value: object) -> bool:
+    return value is None
+
+
+def _no_default(schema: dict[str, Any]) -> None:
+    """An absent token is left out, never `null`: the document shows no default."""
+    schema.pop("default", None)
+
+
 class TokenOut(BaseModel):
-    """Tokens for a session, and the user they belong to."""
+    """Tokens for a session, and the user they belong to.
+
+    With `JWT_TOKEN_LOCATION=cookies` the body carries neither token: they are in
+    HttpOnly cookies, where page script cannot read them.
+    """
 
     user: UserOut
-    access_token: str = Field(description="JWT for `Authorization: Bearer` on API calls.")
-    refresh_token: str = Field(description="JWT for `POST /auth/refresh` only.")
+    access_token: BodyToken = Field(
+        default=None,
+        exclude_if=_absent,
+        json_schema_extra=_no_default,
+        description="JWT for `Authorization: Bearer` on API calls (absent with cookies only).",
+    )
+    refresh_token: BodyToken = Field(
+        default=None,
+        exclude_if=_absent,
+        json_schema_extra=_no_default,
+        description="JWT for `POST /auth/refresh` only (absent with cookies only).",
+    )
     token_type: Literal["Bearer"] = "Bearer"  # noqa: S105 (a scheme name, not a secret)
     expires_in: int = Field(description="Seconds until the access token expires.")
 

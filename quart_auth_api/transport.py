@@ -7,11 +7,13 @@ Cookies have Flask-JWT-Extended's names. With `JWT_TOKEN_LOCATION` including
 
 - `access_token_cookie` (path `/`) and `refresh_token_cookie` (path `/auth/refresh`):
   HttpOnly, SameSite (`JWT_COOKIE_SAMESITE`, Lax by default), Secure in production;
-- `csrf_access_token` and `csrf_refresh_token`, same paths, readable by the page's
-  JavaScript, whose value the token also carries as its `csrf` claim.
+- `csrf_access_token` and `csrf_refresh_token`, both at path `/` so that the page's
+  JavaScript can read them, whose value the token also carries as its `csrf` claim.
 
-A state-changing request (not GET, HEAD or OPTIONS) that authenticates by cookie must
-send that value back in the `X-CSRF-TOKEN` header (`csrf_failed` otherwise).
+With cookies as the only transport, the token body carries no token at all: HttpOnly
+is the point, and page script never holds one. A state-changing request (not GET, HEAD
+or OPTIONS) that authenticates by cookie must send the CSRF value back in the
+`X-CSRF-TOKEN` header (`csrf_failed` otherwise).
 """
 
 from __future__ import annotations
@@ -84,11 +86,13 @@ def csrf_ok(claims: dict[str, Any]) -> bool:
 
 
 #: name -> (path, HttpOnly): the one description of the four cookies.
+#: Both CSRF cookies at `/`, so that the page's script can read the refresh one too
+#: (Flask-JWT-Extended's default); the refresh token itself only goes to /auth/refresh.
 COOKIES: dict[str, tuple[str, bool]] = {
     ACCESS_COOKIE: ("/", True),
     REFRESH_COOKIE: (REFRESH_PATH, True),
     ACCESS_CSRF_COOKIE: ("/", False),
-    REFRESH_CSRF_COOKIE: (REFRESH_PATH, False),
+    REFRESH_CSRF_COOKIE: ("/", False),
 }
 
 
@@ -154,9 +158,10 @@ def issue_tokens(
     refresh = mint(token_type=REFRESH, generation=generation, csrf=refresh_csrf)
     if access_csrf and refresh_csrf:
         set_token_cookies(CookieTokens(access.token, refresh.token, access_csrf, refresh_csrf))
+    in_body = headers_enabled()  # cookies alone: page script never holds a token
     return TokenOut(
         user=UserOut.of(user),
-        access_token=access.token,
-        refresh_token=refresh.token,
+        access_token=access.token if in_body else None,
+        refresh_token=refresh.token if in_body else None,
         expires_in=int(rules.access_ttl.total_seconds()),
     )

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 
 import pytest
 
+from quart_auth_api import create_app
+from quart_auth_api.audit import account_ref
+from settings import Settings
 from tests.helpers.http import PASSWORD, bearer, problem, register
 
 
@@ -118,3 +122,20 @@ async def test_no_secret_ever_reaches_a_log_line(client, logs):
         "$2b$",
     ):
         assert secret not in text
+
+
+async def test_accounts_are_named_by_a_keyed_digest_stable_per_secret(database_url):
+    """Not SHA-256 of the address (one line of Python would reverse a known one): an HMAC
+    under a key derived from SECRET_KEY, the same in every worker and after a restart."""
+    email = "ada@example.com"
+
+    async def name_under(secret: str) -> str:
+        app = create_app(Settings.for_testing(database_url=database_url, secret_key=secret))
+        async with app.app_context():
+            return account_ref(email)
+
+    first = await name_under("a" * 10 + "-first-secret-key-0123456789")
+    assert first == await name_under("a" * 10 + "-first-secret-key-0123456789")
+    assert first != await name_under("b" * 10 + "-other-secret-key-0123456789")
+    assert re.fullmatch(r"acct_[0-9a-f]{16}", first)
+    assert first[5:] not in hashlib.sha256(email.encode()).hexdigest()

@@ -63,7 +63,8 @@ async def test_login_sets_four_cookies_with_safe_flags(browser):
         assert morsel["samesite"] == "Lax"
         assert bool(morsel["httponly"]) == (name in TOKEN_COOKIES)
         assert not morsel["secure"]  # testing; production sets Secure
-        expected_path = "/auth/refresh" if "refresh" in name else "/"
+        # the refresh token goes to /auth/refresh only; both CSRF values are readable at /
+        expected_path = "/auth/refresh" if name == "refresh_token_cookie" else "/"
         assert morsel["path"] == expected_path
     access_claims = claims_of(cookies["access_token_cookie"].value)
     assert access_claims["csrf"] == cookies["csrf_access_token"].value
@@ -131,7 +132,7 @@ async def test_refresh_by_cookie_rotates_and_sets_new_cookies(browser):
 
 async def test_cookie_only_mode_ignores_the_authorization_header(browser):
     response = await browser.post("/auth/register", json=NEW_USER)
-    token = (await response.get_json())["access_token"]
+    token = set_cookies(response)["access_token_cookie"].value
     await problem(await browser.get("/auth/me", headers=bearer(token)), 401, "token_missing")
 
 
@@ -155,3 +156,30 @@ async def test_both_transports_together(database_url):
         assert (await client.get("/auth/me", headers=by_cookie)).status_code == 200
         # a header-authenticated state change needs no CSRF header: no ambient credential
         assert (await client.post("/auth/logout", headers=bearer(token))).status_code == 200
+
+
+async def test_cookie_only_bodies_carry_no_token(browser):
+    """HttpOnly is the point: with cookies alone, page script never holds a token."""
+    register = await browser.post("/auth/register", json=NEW_USER)
+    cookies = set_cookies(register)
+    login = await browser.post(
+        "/auth/login", json={"email": NEW_USER["email"], "password": NEW_USER["password"]}
+    )
+    headers = cookie_header(cookies, "refresh_token_cookie")
+    headers["X-CSRF-TOKEN"] = cookies["csrf_refresh_token"].value
+    refresh = await browser.post("/auth/refresh", headers=headers)
+    for response in (register, login, refresh):
+        assert response.status_code in (200, 201)
+        body = await response.get_json()
+        assert set(body) == {"user", "token_type", "expires_in"}, body
+        assert not ({"access_token", "refresh_token"} & set(body))
+        assert set(set_cookies(response)) == TOKEN_COOKIES | CSRF_COOKIES
+
+
+async def test_both_transports_keep_the_tokens_in_the_body(database_url):
+    app = make_app(database_url, ("headers", "cookies"))
+    async with app.test_app():
+        response = await app.test_client(use_cookies=False).post("/auth/register", json=NEW_USER)
+        body = await response.get_json()
+        assert {"access_token", "refresh_token"} <= set(body)
+        assert set_cookies(response)["access_token_cookie"].value == body["access_token"]

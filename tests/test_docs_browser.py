@@ -8,8 +8,6 @@ The screenshots are kept in `artifacts/` (the whole page, and the /auth/me call)
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,37 +15,21 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from tests.helpers.browser import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    TIMEOUT_MS,
+    browser_missing,
+    skip_without_a_browser,
+)
 from tests.helpers.processes import PROJECT_ROOT, Server, production_env, run_alembic, serve
 
 pytestmark = pytest.mark.server
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = PROJECT_ROOT / "artifacts"
 OPERATIONS = 8
-TIMEOUT_MS = 20_000
-#: Flags that keep Chromium from calling home on a machine with no internet access.
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-default-apps",
-    "--no-first-run",
-]
 
-
-def browser_missing() -> bool:
-    return not Path(CHROMIUM).exists()
-
-
-if browser_missing() and not os.environ.get("QAA_REQUIRE_BROWSER"):
-    pytest.skip(
-        "Debian's chromium is not installed (apt-get install chromium; CI installs it)",
-        allow_module_level=True,
-    )
+skip_without_a_browser()
 
 
 @pytest.fixture

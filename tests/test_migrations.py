@@ -8,6 +8,7 @@ loop. The schema is then read back with SQLAlchemy's inspector.
 from __future__ import annotations
 
 import asyncio
+import stat
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,7 @@ from sqlalchemy import inspect
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
+from quart_auth_api import db
 from settings import to_async_url
 from tests.helpers.processes import PROJECT_ROOT, run_alembic
 
@@ -140,3 +142,41 @@ async def test_downgrade_steps_back_to_empty_and_upgrade_runs_again(scratch_data
     assert schema.tables == APP_TABLES | {"alembic_version"}
     current = await alembic(scratch_database_url, "current")
     assert current.split() == [revisions[0], "(head)"], current
+
+
+def test_a_new_sqlite_database_is_private_to_its_owner(tmp_path):
+    """The file and its WAL and shared-memory files 0600: they hold emails, password
+    hashes and session addresses."""
+    folder = tmp_path / "fresh"
+    folder.mkdir()
+    run_alembic(f"sqlite:///{folder / 'app.db'}", "upgrade", "head")
+
+    files = sorted(path.name for path in folder.iterdir())
+    assert files[0] == "app.db"
+    for path in folder.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+async def test_the_projects_instance_folder_is_closed_again(tmp_path, monkeypatch):
+    """An instance/ an older version left open (0755, files 0644) is closed at start;
+    a folder the operator chose is never changed (production refuses it instead)."""
+    instance = tmp_path / "instance"
+    instance.mkdir(mode=0o755)
+    instance.chmod(0o755)
+    for name in ("app.db", "app.db-wal", "app.db-shm"):
+        (instance / name).touch()
+        (instance / name).chmod(0o644)
+    monkeypatch.setattr(db, "INSTANCE_DIR", instance)
+    db.private_sqlite_files(f"sqlite+aiosqlite:///{instance / 'app.db'}")
+
+    assert stat.S_IMODE(instance.stat().st_mode) == 0o700
+    assert {stat.S_IMODE(path.stat().st_mode) for path in instance.iterdir()} == {0o600}
+    missing = tmp_path / "missing" / "app.db"  # never made here: SQLite says it is missing
+    db.private_sqlite_files(f"sqlite+aiosqlite:///{missing}")
+    assert not missing.parent.exists()
+    elsewhere = tmp_path / "chosen"
+    elsewhere.mkdir()
+    (elsewhere / "app.db").touch()
+    (elsewhere / "app.db").chmod(0o644)
+    db.private_sqlite_files(f"sqlite+aiosqlite:///{elsewhere / 'app.db'}")
+    assert stat.S_IMODE((elsewhere / "app.db").stat().st_mode) == 0o644

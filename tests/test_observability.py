@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import re
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,11 +14,12 @@ import httpx
 import pytest
 from quart import Quart
 
-from quart_auth_api import create_app, extensions
+from quart_auth_api import create_app
 from quart_auth_api.logs import configure_logging
 from settings import Settings
 from tests.helpers.http import PASSWORD, bearer, problem, register
-from tests.helpers.processes import production_env, run_alembic, serve
+from tests.helpers.logs import captured_log
+from tests.helpers.processes import PROJECT_ROOT, production_env, run_alembic, serve
 
 
 def sample(text: str, name: str, **labels: str) -> float:
@@ -85,21 +87,10 @@ async def test_metrics_count_requests_logins_and_sessions(metrics_app):
 
 
 async def test_json_logs_one_access_line_per_request(app, client):
-    configure_logging(Settings.for_testing(log_format="json"))
-    package = logging.getLogger("quart_auth_api")
-    ours = next(h for h in package.handlers if getattr(h, "_quart_auth_api", False))
-    stream = io.StringIO()
-    capture = logging.StreamHandler(stream)  # the package handler's filter and formatter
-    capture.filters = ours.filters
-    capture.setFormatter(ours.formatter)
-    package.addHandler(capture)
-    try:
+    with captured_log(app, "json") as captured:
         account = await register(client)
         await client.get("/auth/me", headers=account.auth)
-    finally:
-        package.removeHandler(capture)
-        configure_logging(extensions.settings(app))
-    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    lines = [json.loads(line) for line in captured.lines()]
     access = [line for line in lines if line["logger"] == "quart_auth_api.access"]
     assert [(line["method"], line["path"], line["status"]) for line in access] == [
         ("POST", "/auth/register", 201),
@@ -111,7 +102,7 @@ async def test_json_logs_one_access_line_per_request(app, client):
         assert line["level"] == "INFO"
     event = next(line for line in lines if line.get("event") == "register")
     assert event["user"] == account.user["id"]
-    text = stream.getvalue()
+    text = captured.text()
     assert account.access_token not in text and PASSWORD not in text
 
 
@@ -162,3 +153,75 @@ async def test_metrics_accept_the_bearer_scheme_in_any_case(metrics_app):
     client = metrics_app.test_client()
     response = await client.get("/metrics", headers={"Authorization": "bearer " + "m" * 32})
     assert response.status_code == 200
+
+
+@pytest.mark.server
+def test_a_metrics_directory_with_other_files_stops_start_up_and_keeps_them(tmp_path: Path):
+    """PROMETHEUS_MULTIPROC_DIR pointed at instance/ used to delete app.db (`*.db`)."""
+    database_url = f"sqlite:///{tmp_path / 'app.db'}"
+    run_alembic(database_url, "upgrade", "head")
+    before = (tmp_path / "app.db").read_bytes()
+    env = production_env(
+        database_url, workers=2, METRICS_ENABLED="true", PROMETHEUS_MULTIPROC_DIR=str(tmp_path)
+    )
+    result = subprocess.run(
+        [sys.executable, "run.py"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"config error: PROMETHEUS_MULTIPROC_DIR: {tmp_path} is not empty and is not this "
+        "service's metrics directory; give it an empty directory of its own"
+    )
+    assert (tmp_path / "app.db").read_bytes() == before
+
+
+@pytest.mark.server
+def test_only_prometheus_samples_are_removed_from_the_services_own_directory(tmp_path: Path):
+    metrics = tmp_path / "metrics"
+    database_url = f"sqlite:///{tmp_path / 'app.db'}"
+    run_alembic(database_url, "upgrade", "head")
+    env = production_env(
+        database_url, workers=2, METRICS_ENABLED="true", PROMETHEUS_MULTIPROC_DIR=str(metrics)
+    )
+    with serve(env, tmp_path / "first.log"):
+        assert (metrics / ".quart-auth-api-metrics").is_file()
+    stale = ["counter_4242.db", "gauge_livesum_4242.db", "histogram_4242.db"]
+    kept = ["notes.txt", "app.db", "counter_backup.db"]
+    for name in stale + kept:
+        (metrics / name).write_text("x")
+    with serve(env, tmp_path / "second.log"):
+        present = {path.name for path in metrics.iterdir()}
+    assert not present & set(stale)
+    assert set(kept) <= present
+
+
+def test_production_logs_one_warning_line_per_deliberate_choice(tmp_path: Path):
+    lines: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]
+    package = logging.getLogger("quart_auth_api")
+    package.addHandler(handler)
+    try:
+        create_app(
+            Settings.for_testing(
+                env="production",
+                secret_key="Qm7vK2pXz9LwR4tNc8bY3hDs6FjA1gEu",
+                jwt_secret_key="Zt5nH8qLx2VcW9rMb4kJ7pYd3sGf6aTe",
+                database_url=f"sqlite:///{tmp_path / 'app.db'}",
+                bcrypt_rounds=10,
+                rate_limit_enabled=False,
+            )
+        )
+    finally:
+        package.removeHandler(handler)
+        configure_logging(Settings.for_testing())
+    assert [line for line in lines if line.startswith("production: ")] == [
+        "production: RATE_LIMIT_ENABLED=false: logins and registrations are not limited"
+    ]

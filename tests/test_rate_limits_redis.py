@@ -19,7 +19,8 @@ import httpx
 import pytest
 import redis
 
-from quart_auth_api import create_app, ratelimit
+from quart_auth_api import create_app, extensions, ratelimit
+from quart_auth_api.crypto.digests import ACCOUNT_DIGEST, derive_key
 from quart_auth_api.ratelimit import LIMITER, account_key
 from settings import Settings
 from tests.helpers import http
@@ -102,7 +103,7 @@ async def test_redis_keys_are_namespaced_and_never_hold_the_email(
     await login(client, "Secret.Person@example.com")
 
     keys = sorted(key.decode() for key in redis_client.scan_iter(match=f"{key_prefix}:*"))
-    digest = account_key("secret.person@example.com")
+    digest = account_key("secret.person@example.com", extensions.digest_key(shared_apps[0]))
     assert keys == [
         f"{key_prefix}:login:ip+account/192.0.2.20/{digest}/3/1/minute",
         f"{key_prefix}:login:ip/192.0.2.20/100/1/minute",
@@ -158,7 +159,7 @@ async def test_two_workers_share_one_budget(redis_server, redis_client):
             if len(answers) == 2 and all(len(s) >= SERVER_LIMIT for s in answers.values()):
                 break
     finally:
-        digest = account_key(email)
+        digest = account_key(email, derive_key(server.env["SECRET_KEY"], ACCOUNT_DIGEST))
         for key in redis_client.scan_iter(match=f"qaa:rl:*/{digest}/*"):
             redis_client.delete(key)
 

@@ -289,3 +289,37 @@ async def test_the_schema_states_which_addresses_register_refuses(
         body = await problem(response, 422, "validation_failed")
         assert body["errors"][0]["field"] == "email"
         assert "special-use" in body["errors"][0]["message"]
+
+
+@pytest.fixture
+async def name_pattern(client) -> re.Pattern[str]:
+    schema = await (await client.get("/openapi.json")).get_json()
+    body = schema["paths"]["/auth/register"]["post"]["requestBody"]["content"]
+    return re.compile(body["application/json"]["schema"]["properties"]["name"]["pattern"])
+
+
+@pytest.mark.parametrize(
+    ("name", "accepted"),
+    [
+        ("\u200b", False),  # zero width space (Cf)
+        ("\u202e", False),  # right-to-left override (Cf)
+        ("\u200b\u202e \u00a0", False),  # with a space and a no-break space (Zs)
+        ("\ufeff\u2060", False),  # byte order mark, word joiner (Cf)
+        ("\u3000\u2028", False),  # ideographic space (Zs), line separator (Zl)
+        ("\U000e0041\U000e0064", False),  # tag characters (Cf, beyond the BMP)
+        ("A\u200bda", True),  # a visible character is enough
+        ("\u0410\u0434\u0430", True),  # Cyrillic
+        ("\U0001f600", True),  # an emoji
+    ],
+)
+async def test_a_name_needs_a_visible_character_by_unicode_category(
+    client, name_pattern, name, accepted
+):
+    response = await client.post("/auth/register", json=new_user(name=name))
+
+    assert (name_pattern.fullmatch(name) is not None) is accepted  # the schema says the same
+    if accepted:
+        assert response.status_code == 201, await response.get_data(as_text=True)
+    else:
+        body = await problem(response, 422, "validation_failed")
+        assert [error["field"] for error in body["errors"]] == ["name"]

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
+import secrets
 from datetime import timedelta
 
 import pytest
 
 from settings import PROJECT_ROOT, ConfigError, Settings, to_async_url
 
-STRONG = "s" * 40
+#: What `secrets.token_urlsafe(30)` gives: many distinct characters, no repeated block.
+STRONG = "Qm7vK2pXz9LwR4tNc8bY3hDs6FjA1gEu"
+#: The other secret of a production environment.
+OTHER = "Zt5nH8qLx2VcW9rMb4kJ7pYd3sGf6aTe"
 
 
 @pytest.fixture(autouse=True)
@@ -173,3 +177,108 @@ def test_cookies_are_secure_by_default_in_production_only():
     assert not load().jwt_cookie_secure
     production = load(QUART_ENV="production", SECRET_KEY=STRONG, JWT_SECRET_KEY=STRONG)
     assert production.jwt_cookie_secure
+
+
+# -- production refuses what makes it unsafe, and says what it allows ----------------------
+
+
+def production(**environment: str) -> Settings:
+    return load(
+        **{"QUART_ENV": "production", "SECRET_KEY": STRONG, "JWT_SECRET_KEY": OTHER, **environment}
+    )
+
+
+@pytest.mark.parametrize(
+    ("secret", "why"),
+    [
+        ("x" * 32, "fewer than 10 distinct characters"),
+        ("abcdabcdabcdabcdabcdabcdabcdabcd", "fewer than 10 distinct characters"),
+        ("0123456789" * 4, "a block of it repeats"),
+        ("Kq7#Kq7#Kq7#-unique-tail-ZX93mwLp", "a block of it repeats"),
+        ("your-secret-key-your-secret-key-1", "it contains a placeholder"),
+        ("prefix-CHANGEME-9f8e7d6c5b4a3z2y", "it contains a placeholder"),
+        ("super-secret-0f9e8d7c6b5a4f3e2d1c", "it contains a placeholder"),
+    ],
+)
+@pytest.mark.parametrize("variable", ["SECRET_KEY", "JWT_SECRET_KEY"])
+def test_production_refuses_a_guessable_secret_with_one_line(variable, secret, why):
+    environment = {"SECRET_KEY": STRONG, "JWT_SECRET_KEY": OTHER, variable: secret}
+    with pytest.raises(ConfigError) as raised:
+        load(QUART_ENV="production", **environment)
+    message = str(raised.value)
+    assert message.startswith(f"config error: {variable}: {why}, refused in production"), message
+    assert "secrets.token_urlsafe(48)" in message and "\n" not in message
+    assert secret not in message
+
+
+@pytest.mark.parametrize(
+    "maker", [lambda: secrets.token_urlsafe(48), lambda: secrets.token_hex(32)], ids=["url", "hex"]
+)
+def test_production_accepts_what_the_hint_makes_and_hex_keys(maker):
+    for _ in range(20):
+        assert production(JWT_SECRET_KEY=maker()).is_production
+
+
+def test_production_refuses_a_guessable_fallback_or_metrics_token():
+    with pytest.raises(ConfigError, match="^config error: JWT_SECRET_KEY_FALLBACKS: fewer"):
+        production(JWT_SECRET_KEY_FALLBACKS="y" * 40)
+    with pytest.raises(ConfigError, match="^config error: METRICS_TOKEN: a block of it repeats"):
+        production(METRICS_ENABLED="true", METRICS_TOKEN="token-1-token-1-token-1-ABCDEFGHIJ")
+
+
+@pytest.mark.parametrize(
+    ("environment", "line"),
+    [
+        ({"BCRYPT_ROUNDS": "9"}, "config error: BCRYPT_ROUNDS: at least 10 in production"),
+        (
+            {"JWT_TOKEN_LOCATION": "cookies", "JWT_COOKIE_SECURE": "false"},
+            "config error: JWT_COOKIE_SECURE: false is refused in production",
+        ),
+        (
+            {"JWT_TOKEN_LOCATION": "headers,cookies", "JWT_COOKIE_CSRF_PROTECT": "false"},
+            "config error: JWT_COOKIE_CSRF_PROTECT: false is refused in production",
+        ),
+        (
+            {"METRICS_ENABLED": "true", "HOST": "0.0.0.0"},  # noqa: S104 (the case refused)
+            "config error: METRICS_TOKEN: required in production when /metrics is served on "
+            "0.0.0.0",
+        ),
+    ],
+)
+def test_production_refuses_unsafe_knobs_with_one_line(environment, line):
+    with pytest.raises(ConfigError) as raised:
+        production(**environment)
+    assert str(raised.value).startswith(line), raised.value
+
+
+def test_the_same_knobs_are_a_developers_own_business():
+    settings = load(BCRYPT_ROUNDS="4", JWT_TOKEN_LOCATION="cookies", JWT_COOKIE_CSRF_PROTECT="0")
+    assert settings.bcrypt_rounds == 4 and not settings.jwt_cookie_csrf_protect
+    assert settings.production_warnings() == []
+
+
+def test_production_names_each_deliberate_choice_in_one_warning_line():
+    quiet = production(BCRYPT_ROUNDS="10", METRICS_ENABLED="true", METRICS_TOKEN=STRONG)
+    assert quiet.production_warnings() == []
+    loud = production(RATE_LIMIT_ENABLED="false", METRICS_ENABLED="true")  # on 127.0.0.1
+    assert loud.production_warnings() == [
+        "RATE_LIMIT_ENABLED=false: logins and registrations are not limited",
+        "METRICS_TOKEN unset: /metrics is open to anyone on 127.0.0.1",
+    ]
+
+
+@pytest.mark.parametrize("suffix", ["", "-wal", "-shm"])
+def test_production_refuses_a_database_file_others_can_read(tmp_path, suffix):
+    database = tmp_path / "app.db"
+    database.touch(mode=0o600)
+    exposed = tmp_path / f"app.db{suffix}"
+    exposed.touch()
+    exposed.chmod(0o644)
+    with pytest.raises(ConfigError) as raised:
+        production(DATABASE_URL=f"sqlite:///{database}")
+    assert str(raised.value) == (
+        f"config error: DATABASE_URL: {exposed} is open to group or others (mode 644): "
+        f"chmod 600 {exposed}"
+    )
+    exposed.chmod(0o600)
+    assert production(DATABASE_URL=f"sqlite:///{database}").is_production

@@ -1,7 +1,8 @@
 """Passwords: bcrypt hashing and checking, off the event loop.
 
-Only bcrypt's own 72-byte limit applies: longer passwords are refused by the schemas
-before they get here (bcrypt would silently truncate them), never cut short.
+Only bcrypt's own 72-byte limit applies: a longer password is never hashed (registration
+refuses it in the schema; bcrypt would silently truncate it), and never matches (no
+account can have one), though checking it costs the same time as any other.
 """
 
 from __future__ import annotations
@@ -47,9 +48,11 @@ class PasswordHasher:
         return hashed.decode("ascii")
 
     async def verify(self, password: str, hashed: str | None) -> bool:
-        """Check a password; with no hash, spend the same time and answer False."""
-        if hashed is None:
-            await self._run(bcrypt.checkpw, _encode(password), await self._dummy())
+        """Check a password; with no hash, or a password longer than any account can
+        have, spend the same time and answer False."""
+        encoded = password.encode("utf-8")
+        if hashed is None or len(encoded) > BCRYPT_MAX_BYTES:
+            await self._run(bcrypt.checkpw, encoded[:BCRYPT_MAX_BYTES], await self._dummy())
             return False
         matches: bool = await self._run(bcrypt.checkpw, _encode(password), hashed.encode("ascii"))
         return matches

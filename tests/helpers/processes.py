@@ -67,7 +67,7 @@ def production_env(database_url: str, *, workers: int = 2, **extra: str) -> dict
         PORT=str(free_port()),
         SECRET_KEY=secrets.token_urlsafe(48)[:48],
         JWT_SECRET_KEY=secrets.token_urlsafe(48)[:48],
-        BCRYPT_ROUNDS="4",
+        BCRYPT_ROUNDS="10",  # the least production accepts
         DATABASE_URL=database_url,
         **extra,
     )
@@ -117,6 +117,8 @@ class Server:
     process: subprocess.Popen[bytes]
     base_url: str
     log_path: Path
+    #: The environment it was started with (its secrets, to compute what it computes).
+    env: dict[str, str] = field(default_factory=dict, repr=False)
     killed: bool = field(default=False, init=False)
 
     def log(self) -> str:
@@ -208,7 +210,7 @@ def serve(env: dict[str, str], log_path: Path) -> Iterator[Server]:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    server = Server(process, f"http://127.0.0.1:{env['PORT']}", log_path)
+    server = Server(process, f"http://127.0.0.1:{env['PORT']}", log_path, env)
     try:
         server.wait_ready()
         yield server
