@@ -8,6 +8,7 @@ that start-up stops with one line naming it.
 from __future__ import annotations
 
 import os
+import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,13 +19,16 @@ if TYPE_CHECKING:
     from settings import Settings
 
 MIN_SECRET_BYTES = 32
-#: A secret with fewer distinct characters, or with a block of this many characters
-#: three times over, is guessable whatever its length.
-MIN_DISTINCT_CHARACTERS = 10
-REPEATED_BLOCK = 4
+#: What makes a long secret guessable all the same: few distinct characters, a block of
+#: REPEATED_BLOCK characters found twice, SEQUENCE characters in a row up or down the
+#: alphabet (`abcdefgh`, `98765432`), KEYBOARD_RUN keys of a keyboard row.
+MIN_DISTINCT_CHARACTERS = 8
+REPEATED_BLOCK = 8
+SEQUENCE = 8
+KEYBOARD_RUN = 6
+KEYBOARD_ROWS = ("qwertyuiop", "asdfghjkl", "zxcvbnm")  # digits: SEQUENCE covers them
 MIN_PRODUCTION_BCRYPT_ROUNDS = 10
 MAKE_A_SECRET = "python -c 'import secrets; print(secrets.token_urlsafe(48))'"  # noqa: S105 (a command, not a secret)
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 
 #: Values copied from tutorials and `.env.example`; production refuses them.
 PLACEHOLDER_SECRETS = frozenset(
@@ -39,6 +43,8 @@ PLACEHOLDER_SECRETS = frozenset(
         "dev",
         "development",
         "super-secret",
+        "password",
+        "testing-only",  # the public secrets of Settings.for_testing()
     }
 )
 
@@ -59,6 +65,13 @@ def require_private_sqlite(url: str) -> None:
     """The database file (and its WAL and shared-memory files) readable by its owner only:
     it holds emails, password hashes and session addresses."""
     database = Path(make_url(url).database or "")
+    folder = database.parent
+    if folder.is_dir() and folder.stat().st_mode & 0o022:
+        mode = folder.stat().st_mode & 0o777
+        raise ValueError(
+            f"DATABASE_URL: {folder} is writable by group or others (mode {mode:o}), who could "
+            f"plant the WAL file or swap the database: chmod 700 {folder}"
+        )
     for path in (database, Path(f"{database}-wal"), Path(f"{database}-shm")):
         if path.exists() and path.stat().st_mode & 0o077:
             mode = path.stat().st_mode & 0o777
@@ -84,16 +97,39 @@ def require_strong_secret(name: str, secret: SecretStr | None) -> None:
 
 
 def _guessable(value: str) -> str | None:
-    """Why a long secret is still guessable, or None."""
-    lowered = value.lower()
-    if len(set(value)) < MIN_DISTINCT_CHARACTERS:
+    """Why a long secret is still guessable, or None (read as NFKC, so that full-width
+    or otherwise decorated letters count as the letters they show)."""
+    text = unicodedata.normalize("NFKC", value)
+    lowered = text.casefold()
+    if len(set(text)) < MIN_DISTINCT_CHARACTERS:
         return f"fewer than {MIN_DISTINCT_CHARACTERS} distinct characters"
     if any(word in lowered for word in PLACEHOLDER_SECRETS if len(word) >= 6):
         return "it contains a placeholder"
-    for start in range(len(value) - REPEATED_BLOCK + 1):
-        if value.count(value[start : start + REPEATED_BLOCK]) >= 3:
-            return "a block of it repeats"
+    blocks = [text[start : start + REPEATED_BLOCK] for start in range(len(text))]
+    if len(set(blocks[: len(text) - REPEATED_BLOCK + 1])) < len(text) - REPEATED_BLOCK + 1:
+        return "a block of it repeats"
+    if _has_sequence(lowered) or _has_keyboard_run(lowered):
+        return "it holds a run of characters in a row"
     return None
+
+
+def _has_sequence(text: str) -> bool:
+    """SEQUENCE characters whose code points go up (or down) by one each."""
+    for step in (1, -1):
+        run = 1
+        for before, after in zip(text, text[1:], strict=False):
+            run = run + 1 if ord(after) - ord(before) == step else 1
+            if run >= SEQUENCE:
+                return True
+    return False
+
+
+def _has_keyboard_run(text: str) -> bool:
+    for row in KEYBOARD_ROWS:
+        for line in (row, row[::-1]):
+            if any(line[i : i + KEYBOARD_RUN] in text for i in range(len(line) - KEYBOARD_RUN + 1)):
+                return True
+    return False
 
 
 def refuse_unsafe_knobs(settings: Settings) -> None:
@@ -113,11 +149,11 @@ def refuse_unsafe_knobs(settings: Settings) -> None:
             "JWT_COOKIE_CSRF_PROTECT: false is refused in production with cookie "
             "transport: any site could make the browser send authenticated requests"
         )
-    open_metrics = settings.metrics_enabled and settings.metrics_token is None
-    if open_metrics and not binds_loopback(settings.host):
+    if settings.metrics_enabled and settings.metrics_token is None:
+        # HOST does not say where it is served (`hypercorn --bind 0.0.0.0 run:app`)
         raise ValueError(
-            f"METRICS_TOKEN: required in production when /metrics is served on "
-            f"{settings.host} (not a loopback address); set one, or bind 127.0.0.1"
+            "METRICS_TOKEN: required in production when METRICS_ENABLED=true; give the "
+            "scraper the token (make one with the command above for a secret)"
         )
 
 
@@ -126,10 +162,4 @@ def production_warnings(settings: Settings) -> list[str]:
     warnings = []
     if not settings.rate_limit_enabled:
         warnings.append("RATE_LIMIT_ENABLED=false: logins and registrations are not limited")
-    if settings.metrics_enabled and settings.metrics_token is None:
-        warnings.append(f"METRICS_TOKEN unset: /metrics is open to anyone on {settings.host}")
     return warnings
-
-
-def binds_loopback(host: str) -> bool:
-    return host in LOOPBACK_HOSTS or host.startswith("127.")

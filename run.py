@@ -73,6 +73,12 @@ def share_metrics_directory(settings: Settings) -> Settings:
         tempfile.mkdtemp(prefix="quart-auth-api-metrics-")
     )
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    state = directory.lstat()
+    if state.st_uid != os.geteuid() or state.st_mode & 0o022:
+        sys.exit(
+            f"config error: PROMETHEUS_MULTIPROC_DIR: {directory} must be this user's and "
+            "writable by nobody else (others could plant links among the sample files)"
+        )
     marker = directory / METRICS_MARKER
     if not marker.exists():
         if any(directory.iterdir()):
@@ -209,9 +215,9 @@ def main() -> int:
     gc.disable()
     if settings.secrets_generated and settings.web_concurrency > 1:
         sys.exit(
-            "config error: JWT_SECRET_KEY: set it when WEB_CONCURRENCY > 1 "
+            "config error: JWT_SECRET_KEY, SECRET_KEY: set both when WEB_CONCURRENCY > 1 "
             "(a random key would log everyone out at every restart, and workers started "
-            "by `hypercorn run:app` would each sign with their own)"
+            "by `hypercorn run:app` would each sign, and name accounts, with their own)"
         )
     if settings.metrics_enabled and settings.web_concurrency > 1:
         settings = share_metrics_directory(settings)  # before prometheus-client is imported

@@ -282,9 +282,11 @@ class Settings(BaseSettings):
 
     @property
     def secrets_generated(self) -> bool:
-        """True when no secret was configured and a random one is in use."""
-        return not (
-            "jwt_secret_key" in self.model_fields_set and self.jwt_secret_key.get_secret_value()
+        """True when a secret was not configured and a random one is in use (either of
+        them: SECRET_KEY also keys the account digests that rate limits share)."""
+        return any(
+            name not in self.model_fields_set or not getattr(self, name).get_secret_value()
+            for name in ("secret_key", "jwt_secret_key")
         )
 
 

@@ -38,6 +38,8 @@ from . import extensions
 from .extensions import Slot
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
+#: Milliseconds PostgreSQL keeps a session idle inside a transaction before ending it.
+IDLE_IN_TRANSACTION = "60000"
 
 #: A SELECT of any columns.
 AnySelect = Select[*tuple[Any, ...]]
@@ -98,6 +100,8 @@ def create_engine(
             connect_args={
                 "timeout": settings.db_connect_timeout.total_seconds(),
                 "command_timeout": command_timeout if statement_timeout else None,
+                # a transaction cut off by a partition gives its locks back within a minute
+                "server_settings": {"idle_in_transaction_session_timeout": IDLE_IN_TRANSACTION},
             },
             **options,
         )

@@ -301,7 +301,7 @@ def init_app(app: Quart) -> None:
         return await _unexpected(error)
 
     @app.errorhandler(PoolTimeoutError)
-    @app.errorhandler(ConnectionError)
+    @app.errorhandler(OSError)  # connection refused or reset, a name that does not resolve
     @app.errorhandler(TimeoutError)
     async def _database_down(error: Exception) -> Response:
         log.error("database unavailable: %s", type(error).__name__)

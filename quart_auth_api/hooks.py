@@ -7,6 +7,7 @@ import re
 import time
 import uuid
 from typing import Any
+from urllib.parse import quote
 
 from quart import Quart, Response, current_app, g, request
 from quart.sessions import SessionInterface, SessionMixin
@@ -21,6 +22,8 @@ access_log = logging.getLogger("quart_auth_api.access")
 
 REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{8,128}")
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+#: What a path keeps unquoted in the text access line (RFC 3986 pchar and "/").
+PATH_SAFE = "/:@!$&'()*+,;=-._~"
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -117,7 +120,7 @@ async def _finish(response: Response) -> Response:
     access_log.info(
         "%s %s %s %.1fms",
         request.method,
-        request.path,
+        quote(request.path, safe=PATH_SAFE),  # as on the wire: no space can add a field
         response.status_code,
         duration_ms,
         extra={

@@ -27,14 +27,30 @@ JSON_RENAMES = {"asctime": "time", "levelname": "level", "name": "logger", "proc
 
 
 #: The attributes every `LogRecord` has; the others are a line's own fields (`extra`).
-STANDARD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+STANDARD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {
+    "message",
+    "asctime",
+    "_plain",
+}
 
 
 def printable(text: str) -> str:
-    """`text` with every character that is not printable written as an escape."""
-    if text.isprintable():
+    """`text` with every character that is not printable written as an escape (and the
+    backslash doubled, so that an escape cannot be told from the text `\\x0a`)."""
+    if text.isprintable() and "\\" not in text:
         return text
-    return "".join(c if c.isprintable() else _escape(c) for c in text)
+    return "".join("\\\\" if c == "\\" else c if c.isprintable() else _escape(c) for c in text)
+
+
+def _plain(value: Any) -> Any:
+    """A field's value with every string in it printable (lists and dicts too)."""
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, dict):
+        return {printable(str(key)): _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
 
 
 def _escape(character: str) -> str:
@@ -54,10 +70,17 @@ class PlainFields(logging.Filter):
     """Escapes what is not printable in the message and in every field of a record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg, record.args = printable(record.getMessage()), None
-        for name, value in vars(record).items():
-            if name not in STANDARD_ATTRIBUTES and isinstance(value, str):
-                setattr(record, name, printable(value))
+        if getattr(record, "_plain", False):  # another handler of ours did it already
+            return True
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):  # a bad format: logging's own handler reports it
+            return True
+        record.msg, record.args = printable(message), None
+        for name, value in list(vars(record).items()):
+            if name not in STANDARD_ATTRIBUTES:
+                setattr(record, name, _plain(value))
+        record._plain = True
         return True
 
 

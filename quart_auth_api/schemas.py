@@ -48,13 +48,13 @@ def _password_bytes(value: str) -> str:
     return value
 
 
-def _category_class(categories: frozenset[str]) -> str:
+def _category_class(categories: frozenset[str], extra: frozenset[int] = frozenset()) -> str:
     """The code points of `categories` as the inside of a regex class, in a form Python
     and ECMA-262 (with the `u` flag, as JSON Schema validators compile patterns) both
     read: BMP code points as `\\uXXXX`, the others as literal characters."""
     ranges: list[tuple[int, int]] = []
     for point in range(sys.maxunicode + 1):
-        if unicodedata.category(chr(point)) in categories:
+        if unicodedata.category(chr(point)) in categories or point in extra:
             if ranges and ranges[-1][1] == point - 1:
                 ranges[-1] = (ranges[-1][0], point)
             else:
@@ -66,12 +66,16 @@ def _category_class(categories: frozenset[str]) -> str:
     return "".join(one(a) if a == b else f"{one(a)}-{one(b)}" for a, b in ranges)
 
 
-#: No control characters but tab, and at least one visible character: one that is not
-#: a control (Cc), format (Cf) or separator (Zs, Zl, Zp) character, so that a name of
-#: only U+200B or U+202E is refused. One regex for the OpenAPI document and for
-#: validation, built from this Python's Unicode tables.
+#: No control characters but tab, and at least one visible character: one that is not a
+#: control (Cc), format (Cf), separator (Zs, Zl, Zp), combining mark alone (Mn, Me) or
+#: private-use (Co) character, nor a letter that shows nothing (the Hangul fillers, the
+#: blank braille pattern), so that a name of only U+200B, U+202E or U+3164 is refused.
+#: One regex for the OpenAPI document and for validation, from this Python's tables.
 CONTROL = r"\x00-\x08\x0a-\x1f\x7f-\x9f"  # tab is allowed (and trimmed)
-INVISIBLE = _category_class(frozenset({"Cc", "Cf", "Zs", "Zl", "Zp"}))
+BLANK_LETTERS = frozenset({0x115F, 0x1160, 0x3164, 0xFFA0, 0x2800})
+INVISIBLE = _category_class(
+    frozenset({"Cc", "Cf", "Zs", "Zl", "Zp", "Mn", "Me", "Co"}), BLANK_LETTERS
+)
 NAME_PATTERN = rf"^[^{CONTROL}]*[^{INVISIBLE}][^{CONTROL}]*$"
 _NAME_RE = re.compile(NAME_PATTERN)
 

@@ -6,8 +6,9 @@ pip-audit exits 0 when the advisory service cannot be reached: each dependency i
 Here that is not a pass. Exit codes:
 
 - 0: every dependency audited, none with a known advisory;
-- 1: a known advisory (pip-audit's own report is printed);
-- 3: NOT RUN: some or all dependencies could not be audited (the count says how many).
+- 1: a known advisory, or pip-audit failed without a report;
+- 3: NOT RUN: pip-audit ran, but some or all dependencies could not be audited (the count
+  says how many): the advisory service was out of reach.
 """
 
 from __future__ import annotations
@@ -45,10 +46,12 @@ def main() -> int:
             check=False,
         )
         found = json.loads(report.read_text()) if report.exists() else None
-    if found is None:
+    if found is None:  # pip-audit itself failed: missing, crashed, a bad requirement
         print(result.stdout + result.stderr, end="", file=sys.stderr)
-        print("audit NOT RUN: pip-audit wrote no report", file=sys.stderr)
-        return NOT_RUN
+        print(
+            f"audit FAILED: pip-audit exited {result.returncode} without a report", file=sys.stderr
+        )
+        return 1
     code, message = verdict(found)
     print(message, file=sys.stderr if code else sys.stdout)
     return code

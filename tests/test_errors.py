@@ -11,7 +11,7 @@ from quart import Quart
 
 from quart_auth_api import create_app
 from settings import Settings
-from tests.helpers.http import PASSWORD, problem
+from tests.helpers.http import PASSWORD, problem, production_settings
 
 JSON = {"Content-Type": "application/json"}
 GENERATED_REQUEST_ID = re.compile(r"[0-9a-f]{32}")
@@ -45,7 +45,7 @@ async def debug_app(database_url: str) -> AsyncIterator[Quart]:
 
 @pytest.fixture
 async def production_app(database_url: str) -> AsyncIterator[Quart]:
-    app = create_app(Settings.for_testing(database_url=database_url, env="production"))
+    app = create_app(production_settings(database_url))
     async with app.test_app():
         yield app
 

@@ -51,10 +51,13 @@ async def test_readyz_checks_the_database(client):
 UNREACHABLE = [
     "postgresql://postgres@127.0.0.1:1/nothing",  # nothing listens on port 1
     "sqlite:////nonexistent-directory/app.db",  # cannot be opened
+    "postgresql://postgres@nonexistent.invalid/nothing",  # a name that does not resolve
 ]
 
 
-@pytest.fixture(params=UNREACHABLE, ids=["postgresql-down", "sqlite-unopenable"])
+@pytest.fixture(
+    params=UNREACHABLE, ids=["postgresql-down", "sqlite-unopenable", "postgresql-unresolvable"]
+)
 async def down_client(request):
     app = create_app(Settings.for_testing(database_url=request.param))
     async with app.test_app():

@@ -44,6 +44,8 @@ async def metrics_app(database_url: str) -> AsyncIterator[Quart]:
 
 
 METRICS_AUTH = {"Authorization": "Bearer " + "m" * 32}
+#: A token production accepts (the one above is for testing only).
+PRODUCTION_METRICS_TOKEN = "mT4kQ9vX2pL7wR3nB8cY5hD1sF6gJ0aZ"
 
 
 async def test_metrics_are_off_by_default(client):
@@ -111,13 +113,16 @@ def test_two_workers_report_one_set_of_metrics(tmp_path: Path) -> None:
     """Every request is counted once, whichever worker answered it."""
     database_url = f"sqlite:///{tmp_path / 'metrics.db'}"
     run_alembic(database_url, "upgrade", "head")
-    env = production_env(database_url, workers=2, METRICS_ENABLED="true")
+    env = production_env(
+        database_url, workers=2, METRICS_ENABLED="true", METRICS_TOKEN=PRODUCTION_METRICS_TOKEN
+    )
     requests = 40
+    auth = {"Authorization": f"Bearer {PRODUCTION_METRICS_TOKEN}"}
     with serve(env, tmp_path / "server.log") as server:
-        before = httpx.get(f"{server.base_url}/metrics", timeout=5).text
+        before = httpx.get(f"{server.base_url}/metrics", headers=auth, timeout=5).text
         for _ in range(requests):  # a fresh connection each: the kernel picks the worker
             assert httpx.get(f"{server.base_url}/healthz", timeout=5).status_code == 200
-        after = httpx.get(f"{server.base_url}/metrics", timeout=5).text
+        after = httpx.get(f"{server.base_url}/metrics", headers=auth, timeout=5).text
         log = server.log()
     labels = {"method": "GET", "route": "/healthz", "status": "200"}
     served = sample(after, "http_requests_total", **labels)
@@ -162,7 +167,11 @@ def test_a_metrics_directory_with_other_files_stops_start_up_and_keeps_them(tmp_
     run_alembic(database_url, "upgrade", "head")
     before = (tmp_path / "app.db").read_bytes()
     env = production_env(
-        database_url, workers=2, METRICS_ENABLED="true", PROMETHEUS_MULTIPROC_DIR=str(tmp_path)
+        database_url,
+        workers=2,
+        METRICS_ENABLED="true",
+        METRICS_TOKEN=PRODUCTION_METRICS_TOKEN,
+        PROMETHEUS_MULTIPROC_DIR=str(tmp_path),
     )
     result = subprocess.run(
         [sys.executable, "run.py"],
@@ -188,7 +197,11 @@ def test_only_prometheus_samples_are_removed_from_the_services_own_directory(tmp
     database_url = f"sqlite:///{tmp_path / 'app.db'}"
     run_alembic(database_url, "upgrade", "head")
     env = production_env(
-        database_url, workers=2, METRICS_ENABLED="true", PROMETHEUS_MULTIPROC_DIR=str(metrics)
+        database_url,
+        workers=2,
+        METRICS_ENABLED="true",
+        METRICS_TOKEN=PRODUCTION_METRICS_TOKEN,
+        PROMETHEUS_MULTIPROC_DIR=str(metrics),
     )
     with serve(env, tmp_path / "first.log"):
         assert (metrics / ".quart-auth-api-metrics").is_file()

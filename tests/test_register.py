@@ -307,6 +307,11 @@ async def name_pattern(client) -> re.Pattern[str]:
         ("\ufeff\u2060", False),  # byte order mark, word joiner (Cf)
         ("\u3000\u2028", False),  # ideographic space (Zs), line separator (Zl)
         ("\U000e0041\U000e0064", False),  # tag characters (Cf, beyond the BMP)
+        ("\u3164\u115f", False),  # Hangul fillers: letters that show nothing
+        ("\u2800", False),  # the blank braille pattern
+        ("\u034f\ufe0f\U000e0100", False),  # combining marks alone (Mn)
+        ("\ue000", False),  # private use (Co)
+        ("Zo\u0308e", True),  # a combining mark on a letter
         ("A\u200bda", True),  # a visible character is enough
         ("\u0410\u0434\u0430", True),  # Cyrillic
         ("\U0001f600", True),  # an emoji

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import base64
 import json
+import secrets
 import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from quart.typing import TestClientProtocol
+
+from settings import Settings
 
 PASSWORD = "correct horse battery"
 TOKEN_BODY_KEYS = {"user", "access_token", "refresh_token", "token_type", "expires_in"}
@@ -74,6 +77,19 @@ async def login_body(client: TestClientProtocol, email: str, password: str = PAS
 
 def credentials(email: str, password: str = PASSWORD) -> dict[str, str]:
     return {"email": email, "password": password}
+
+
+def production_settings(database_url: str, **overrides: Any) -> Settings:
+    """Production settings for an app in the test process: fresh strong secrets (the
+    fixed ones of `for_testing` are public, so production refuses them), bcrypt 10."""
+    values: dict[str, Any] = {
+        "env": "production",
+        "database_url": database_url,
+        "secret_key": secrets.token_urlsafe(48),
+        "jwt_secret_key": secrets.token_urlsafe(48),
+        "bcrypt_rounds": 10,
+    }
+    return Settings.for_testing(**(values | overrides))
 
 
 def claims_of(token: str) -> dict[str, Any]:

@@ -13,9 +13,8 @@ import pytest
 from werkzeug.datastructures import Headers
 
 from quart_auth_api import create_app
-from settings import Settings
 from tests.helpers.attacks import MALFORMED_HEADER, refused
-from tests.helpers.http import Account, problem, register
+from tests.helpers.http import Account, problem, production_settings, register
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -118,7 +117,7 @@ async def test_attack_answers_carry_the_security_headers(client, attack):
 
 
 async def test_in_production_attack_answers_also_carry_hsts(database_url):
-    app = create_app(Settings.for_testing(database_url=database_url, env="production"))
+    app = create_app(production_settings(database_url))
     async with app.test_app():
         response = await app.test_client().get(
             "/auth/me", headers={"Authorization": "Bearer a.b.c"}

@@ -47,8 +47,8 @@ async def test_a_line_break_in_the_path_cannot_forge_a_line(client, captured, lo
     access = [line for line in lines if "quart_auth_api.access" in line]
     assert len(access) == 1, lines
     assert not any(line.startswith(FORGED[:23]) for line in lines)
-    if log_format == "text":
-        assert "\\x" in access[0] or "\\u" in access[0]  # written, escaped
+    if log_format == "text":  # the path as it came on the wire, percent-encoded
+        assert f"GET /x{BREAKS[kind]}2026-12-02%2012:00:00,000%20WARNING" in access[0]
     else:
         assert json.loads(access[0])["path"].startswith("/x\\")
 
@@ -62,3 +62,18 @@ async def test_every_field_of_a_security_event_stays_on_its_line(client, capture
     lines = assert_no_forged_line(captured, log_format)
     assert any("event=login_failed" in line or '"login_failed"' in line for line in lines)
     assert "victim@example.com" not in "\n".join(lines)
+
+
+async def test_a_text_line_keeps_its_fields_and_its_escapes_unambiguous(client, captured):
+    """A space in the path cannot add a field to the text line, and a literal `\\x0a`
+    in it cannot pass for an escaped line break."""
+    await client.get("/x%20200%200.3ms%20user=admin/%5Cx0a")
+    (access,) = [line for line in captured.lines() if "quart_auth_api.access" in line]
+    if log_format_of(access) == "text":
+        assert "GET /x%20200%200.3ms%20user=admin/%5Cx0a 404 " in access
+    else:
+        assert json.loads(access)["path"] == r"/x 200 0.3ms user=admin/\\x0a"  # doubled
+
+
+def log_format_of(line: str) -> str:
+    return "json" if line.startswith("{") else "text"
