@@ -1,4 +1,4 @@
-"""ORM tables: users and their login sessions."""
+"""ORM tables: users, their login sessions and the one-time tokens of their links."""
 
 from __future__ import annotations
 
@@ -83,3 +83,23 @@ class AuthSession(Base):
     ip: Mapped[str | None] = mapped_column(String(45))
 
     user: Mapped[User] = relationship(back_populates="sessions", lazy="raise")
+
+
+class AccountToken(Base):
+    """A one-time token of a link sent by mail: only its SHA-256 digest is kept.
+
+    `used_at` is set once, by the conditional UPDATE that consumes it, or when a newer
+    token of the same purpose voids it; `target_email` is the new address of an e-mail
+    change.
+    """
+
+    __tablename__ = "account_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    purpose: Mapped[str] = mapped_column(String(20))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    target_email: Mapped[str | None] = mapped_column(String(254))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -22,7 +22,7 @@ from quart_auth_api import db
 from settings import to_async_url
 from tests.helpers.processes import PROJECT_ROOT, run_alembic
 
-APP_TABLES = {"users", "auth_sessions"}
+APP_TABLES = {"users", "auth_sessions", "account_tokens"}
 
 
 @dataclass(frozen=True)
@@ -85,8 +85,8 @@ def revisions_newest_first() -> list[str]:
 
 
 async def test_upgrade_head_creates_the_tables_and_indexes(scratch_database_url):
-    """`upgrade head` on an empty database builds both tables with their named
-    indexes, unique constraints, primary keys and the cascading foreign key."""
+    """`upgrade head` on an empty database builds the tables with their named indexes,
+    unique constraints, primary keys and cascading foreign keys."""
     assert (await inspect_schema(scratch_database_url)).tables == set()
 
     await alembic(scratch_database_url, "upgrade", "head")
@@ -102,12 +102,25 @@ async def test_upgrade_head_creates_the_tables_and_indexes(scratch_database_url)
         "uq_users_email": ("email",),
         "uq_users_public_id": ("public_id",),
     }
-    assert schema.primary_keys == {"users": "pk_users", "auth_sessions": "pk_auth_sessions"}
-    [foreign_key] = schema.foreign_keys["auth_sessions"]
-    assert foreign_key["name"] == "fk_auth_sessions_user_id_users"
-    assert foreign_key["constrained_columns"] == ["user_id"]
-    assert (foreign_key["referred_table"], foreign_key["referred_columns"]) == ("users", ["id"])
-    assert foreign_key["options"].get("ondelete") == "CASCADE"
+    assert schema.indexes["account_tokens"] == {
+        "ix_account_tokens_user_id": (("user_id",), False),
+        "ix_account_tokens_expires_at": (("expires_at",), False),
+    }
+    assert schema.unique_constraints["account_tokens"] == {"uq_account_tokens_digest": ("digest",)}
+    assert schema.primary_keys == {
+        "users": "pk_users",
+        "auth_sessions": "pk_auth_sessions",
+        "account_tokens": "pk_account_tokens",
+    }
+    for table in ("auth_sessions", "account_tokens"):
+        [foreign_key] = schema.foreign_keys[table]
+        assert foreign_key["name"] == f"fk_{table}_user_id_users"
+        assert foreign_key["constrained_columns"] == ["user_id"]
+        assert (foreign_key["referred_table"], foreign_key["referred_columns"]) == (
+            "users",
+            ["id"],
+        )
+        assert foreign_key["options"].get("ondelete") == "CASCADE"
 
 
 async def test_models_and_migrations_agree(scratch_database_url):

@@ -1,0 +1,94 @@
+"""One-time link tokens: issue one for a purpose, consume it once.
+
+A token is 32 random bytes in the link (`crypto.digests.new_link_token`); the table
+keeps its SHA-256 digest, its purpose (`password_reset`, `email_verify`,
+`email_change`), its user, the target address of an e-mail change, its expiry and
+when it was used. Consuming is one conditional UPDATE (the ROTATE pattern): of any
+number of racing uses of one token exactly one sets `used_at`, and its row count
+decides. An unknown, expired, used or wrong-purpose token is one answer: None.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Literal
+
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ..crypto.digests import link_digest, new_link_token
+from ..models import AccountToken, utcnow
+
+Purpose = Literal["password_reset", "email_verify", "email_change"]
+
+
+@dataclass(frozen=True)
+class ConsumedLink:
+    """What a consumed token was for."""
+
+    user_id: int
+    target_email: str | None
+
+
+async def issue_link(
+    db: AsyncSession,
+    *,
+    user_id: int,
+    purpose: Purpose,
+    lifetime: timedelta,
+    target_email: str | None = None,
+) -> str:
+    """A new token of `purpose` for the user, voiding the older ones of that purpose;
+    added to `db` without committing (the caller commits it with the mail that carries
+    it). The raw token is returned and stored nowhere."""
+    await void_links(db, user_id=user_id, purpose=purpose)
+    raw, digest = new_link_token()
+    now = utcnow()
+    db.add(
+        AccountToken(
+            digest=digest,
+            purpose=purpose,
+            user_id=user_id,
+            target_email=target_email,
+            created_at=now,
+            expires_at=now + lifetime,
+        )
+    )
+    await db.flush()
+    return raw
+
+
+async def consume_link(db: AsyncSession, *, raw: str, purpose: Purpose) -> ConsumedLink | None:
+    """Use the token once (one UPDATE … WHERE used_at IS NULL); None when it is unknown,
+    expired, already used or of another purpose. The caller commits."""
+    now = utcnow()
+    result = await db.execute(
+        update(AccountToken)
+        .where(
+            AccountToken.digest == link_digest(raw),
+            AccountToken.purpose == purpose,
+            AccountToken.used_at.is_(None),
+            AccountToken.expires_at > now,
+        )
+        .values(used_at=now)
+        .returning(AccountToken.user_id, AccountToken.target_email)
+        .execution_options(synchronize_session=False)
+    )
+    row = result.one_or_none()
+    return None if row is None else ConsumedLink(row.user_id, row.target_email)
+
+
+async def void_links(db: AsyncSession, *, user_id: int, purpose: Purpose) -> int:
+    """Mark every unused token of the user and purpose as used; how many there were."""
+    result = await db.execute(
+        update(AccountToken)
+        .where(
+            AccountToken.user_id == user_id,
+            AccountToken.purpose == purpose,
+            AccountToken.used_at.is_(None),
+        )
+        .values(used_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
