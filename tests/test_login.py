@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from quart_auth_api import extensions
+from quart_auth_api.db import DATABASE
 from tests.helpers.http import (
     PASSWORD,
     TOKEN_BODY_KEYS,
@@ -135,3 +137,19 @@ async def test_each_login_opens_a_new_session(client, account):
     for token in (account.access_token, first["access_token"], second["access_token"]):
         me = await client.get("/auth/me", headers=bearer(token))
         assert me.status_code == 200
+
+
+async def test_the_password_check_holds_no_database_connection(app, client, account, monkeypatch):
+    """bcrypt waits in a queue under a login storm: a login must not hold a pooled
+    connection (or a transaction) meanwhile, or the pool runs dry and requests get 503."""
+    hasher = extensions.hasher(app)
+    original = hasher.verify
+    checked_out: list[int] = []
+
+    async def verify(password: str, hashed: str | None) -> bool:
+        checked_out.append(DATABASE.get(app).engine.pool.checkedout())
+        return await original(password, hashed)
+
+    monkeypatch.setattr(hasher, "verify", verify)
+    assert (await login(client, account.email)).status_code == 200
+    assert checked_out == [0]

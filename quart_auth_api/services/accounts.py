@@ -33,8 +33,14 @@ async def find_user_by_email(db: AsyncSession, *, email: str) -> User | None:
 async def authenticate(
     db: AsyncSession, *, hasher: PasswordHasher, email: str, password: str
 ) -> User:
-    """The user with these credentials; an unknown email costs the same as a wrong password."""
+    """The user with these credentials; an unknown email costs the same as a wrong password.
+
+    The read's transaction ends before the bcrypt check, so no pooled connection (and no
+    transaction) waits on the hashing queue: under a login storm the pool stays free
+    for the requests that only need the database.
+    """
     user = await find_user_by_email(db, email=email)
+    await db.commit()  # expire_on_commit=False: the row stays loaded
     if not await hasher.verify(password, user.password_hash if user else None) or user is None:
         raise InvalidCredentials(account=account_ref(email))
     if hasher.needs_rehash(user.password_hash):
