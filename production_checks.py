@@ -162,4 +162,6 @@ def production_warnings(settings: Settings) -> list[str]:
     warnings = []
     if not settings.rate_limit_enabled:
         warnings.append("RATE_LIMIT_ENABLED=false: logins and registrations are not limited")
+    if settings.mail_backend == "none":
+        warnings.append("MAIL_BACKEND=none: no mail is sent (set MAIL_BACKEND=smtp)")
     return warnings

@@ -162,6 +162,18 @@ class Settings(BaseSettings):
     #: one when unset); also read by prometheus-client itself.
     prometheus_multiproc_dir: Path | None = None
     docs_enabled: bool = True
+    #: Mail: `console` (development's default: printed to stdout), `smtp`, or `none`
+    #: (testing's and production's default: the flows that need mail answer 503).
+    mail_backend: Literal["console", "smtp", "none"] | None = None
+    mail_from: str = Field("Quart Auth API <no-reply@localhost>", min_length=3)
+    #: Deliveries tried per message (with backoff) before it is given up as failed.
+    mail_max_attempts: int = Field(8, ge=1, le=50)
+    smtp_host: str | None = None
+    smtp_port: int = Field(587, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_security: Literal["starttls", "tls", "none"] = "starttls"
+    smtp_timeout: Seconds = Field(timedelta(seconds=10), gt=timedelta(0))
     debug: bool = False
 
     # -- construction -------------------------------------------------------
@@ -255,6 +267,12 @@ class Settings(BaseSettings):
             resolved["bcrypt_rounds"] = 4 if self.env == "testing" else 12
         if "bcrypt_threads" not in given:
             resolved["bcrypt_threads"] = os.cpu_count() or 1
+        if self.mail_backend is None:
+            resolved["mail_backend"] = "console" if self.env == "development" else "none"
+        elif production and self.mail_backend == "console":
+            raise ValueError("MAIL_BACKEND: console is refused in production (use smtp)")
+        if self.mail_backend == "smtp" and not self.smtp_host:
+            raise ValueError("SMTP_HOST: required with MAIL_BACKEND=smtp")
         if self.log_format is None:
             resolved["log_format"] = "json" if production else "text"
         if "web_concurrency" not in given:

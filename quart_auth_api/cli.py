@@ -1,7 +1,9 @@
-"""Maintenance: the session purge, as a CLI command and as an optional background task.
+"""Maintenance: the session purge and the mail sender, as CLI commands and as background
+tasks of each worker.
 
     quart --app quart_auth_api purge-sessions            # once, in batches, with progress
     SESSION_PURGE_INTERVAL=3600 python run.py           # every hour in each worker
+    quart --app quart_auth_api mail send-pending        # deliver what is due, then stop
 
 Rows that expired or were revoked longer ago than `SESSION_RETENTION` (7 days by
 default: recent revocations stay visible for investigation) are deleted in batches of
@@ -27,13 +29,19 @@ from settings import Settings
 from . import extensions
 from .db import DATABASE, create_engine
 from .extensions import Slot
+from .mail import Sender, sender_for
 from .models import utcnow
+from .services.outbox import deliver_due
 from .services.sessions import purge_sessions
 
 log = logging.getLogger("quart_auth_api.maintenance")
 
 #: The background purge, when SESSION_PURGE_INTERVAL is set.
 PURGE_TASK: Slot[asyncio.Task[None]] = Slot("session purge")
+#: Each worker's mail sender, when MAIL_BACKEND is not `none`.
+MAIL_TASK: Slot[asyncio.Task[None]] = Slot("mail sender")
+#: Seconds between two looks at the outbox.
+MAIL_POLL = 2.0
 
 
 async def purge_all(
@@ -58,6 +66,7 @@ async def purge_all(
 
 def init_app(app: Quart) -> None:
     settings = extensions.settings(app)
+    _init_mail(app, settings)
 
     @app.cli.command("purge-sessions")
     def purge_sessions_command() -> None:
@@ -114,3 +123,66 @@ async def _purge_forever(app: Quart, interval: float) -> None:
             continue
         if total:
             log.info("session purge: %d rows deleted", total)
+
+
+def _init_mail(app: Quart, settings: Settings) -> None:
+    @app.cli.group("mail")
+    def mail_group() -> None:
+        """The outbox of mail."""
+
+    @mail_group.command("send-pending")
+    def send_pending_command() -> None:
+        """Deliver every message that is due now, with progress, then stop."""
+        sender = sender_for(settings)
+        if sender is None:
+            raise click.ClickException("MAIL_BACKEND=none: nothing can be sent (use smtp)")
+        started = time.monotonic()
+        sent, failed = asyncio.run(_send_pending(settings, sender))
+        elapsed = time.monotonic() - started
+        click.echo(f"mail send-pending: {sent} sent, {failed} failed in {elapsed:.1f}s")
+
+    sender = sender_for(settings)
+    if sender is None:
+        return
+
+    @app.before_serving
+    async def _start_sending() -> None:
+        MAIL_TASK.put(app, asyncio.create_task(_send_forever(app, sender)))
+
+    @app.after_serving
+    async def _stop_sending() -> None:
+        task = MAIL_TASK.pop(app)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def _send_pending(settings: Settings, sender: Sender) -> tuple[int, int]:
+    engine = create_engine(settings, poolclass=NullPool)
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    sent = failed = 0
+    try:
+        while True:
+            batch = await deliver_due(sessions, sender, max_attempts=settings.mail_max_attempts)
+            if batch == (0, 0):
+                return sent, failed
+            sent, failed = sent + batch[0], failed + batch[1]
+            click.echo(f"sent {sent}, failed {failed} so far")
+    finally:
+        await engine.dispose()
+
+
+async def _send_forever(app: Quart, sender: Sender) -> None:
+    """Every MAIL_POLL seconds, deliver what is due; a database or SMTP outage only
+    delays mail (it stays in the outbox)."""
+    max_attempts = extensions.settings(app).mail_max_attempts
+    while True:
+        await asyncio.sleep(MAIL_POLL)
+        database = DATABASE.find(app)
+        if database is None:  # not open yet, or closing
+            continue
+        try:
+            await deliver_due(database.sessionmaker, sender, max_attempts=max_attempts)
+        except (SQLAlchemyError, OSError, TimeoutError) as error:  # try again next time
+            log.error("mail sender: %s", type(error).__name__)

@@ -22,7 +22,7 @@ from quart_auth_api import db
 from settings import to_async_url
 from tests.helpers.processes import PROJECT_ROOT, run_alembic
 
-APP_TABLES = {"users", "auth_sessions", "account_tokens"}
+APP_TABLES = {"users", "auth_sessions", "account_tokens", "outbox_messages"}
 
 
 @dataclass(frozen=True)
@@ -107,12 +107,18 @@ async def test_upgrade_head_creates_the_tables_and_indexes(scratch_database_url)
         "ix_account_tokens_expires_at": (("expires_at",), False),
     }
     assert schema.unique_constraints["account_tokens"] == {"uq_account_tokens_digest": ("digest",)}
+    assert schema.indexes["outbox_messages"] == {
+        "ix_outbox_messages_user_id": (("user_id",), False),
+        "ix_outbox_messages_next_attempt_at": (("next_attempt_at",), False),
+        "ix_outbox_messages_sent_at": (("sent_at",), False),
+    }
     assert schema.primary_keys == {
         "users": "pk_users",
         "auth_sessions": "pk_auth_sessions",
         "account_tokens": "pk_account_tokens",
+        "outbox_messages": "pk_outbox_messages",
     }
-    for table in ("auth_sessions", "account_tokens"):
+    for table in ("auth_sessions", "account_tokens", "outbox_messages"):
         [foreign_key] = schema.foreign_keys[table]
         assert foreign_key["name"] == f"fk_{table}_user_id_users"
         assert foreign_key["constrained_columns"] == ["user_id"]

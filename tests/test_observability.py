@@ -236,5 +236,6 @@ def test_production_logs_one_warning_line_per_deliberate_choice(tmp_path: Path):
         package.removeHandler(handler)
         configure_logging(Settings.for_testing())
     assert [line for line in lines if line.startswith("production: ")] == [
-        "production: RATE_LIMIT_ENABLED=false: logins and registrations are not limited"
+        "production: RATE_LIMIT_ENABLED=false: logins and registrations are not limited",
+        "production: MAIL_BACKEND=none: no mail is sent (set MAIL_BACKEND=smtp)",
     ]

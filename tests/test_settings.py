@@ -263,11 +263,14 @@ def test_the_same_knobs_are_a_developers_own_business():
 
 
 def test_production_names_each_deliberate_choice_in_one_warning_line():
-    quiet = production(BCRYPT_ROUNDS="10", METRICS_ENABLED="true", METRICS_TOKEN=STRONG)
+    quiet = production(
+        METRICS_ENABLED="true", METRICS_TOKEN=STRONG, MAIL_BACKEND="smtp", SMTP_HOST="mx"
+    )
     assert quiet.production_warnings() == []
     loud = production(RATE_LIMIT_ENABLED="false")
     assert loud.production_warnings() == [
-        "RATE_LIMIT_ENABLED=false: logins and registrations are not limited"
+        "RATE_LIMIT_ENABLED=false: logins and registrations are not limited",
+        "MAIL_BACKEND=none: no mail is sent (set MAIL_BACKEND=smtp)",
     ]
 
 
@@ -306,3 +309,28 @@ def test_production_refuses_a_database_folder_others_can_write(tmp_path):
 def test_a_generated_secret_of_either_kind_is_named_as_generated():
     assert load(JWT_SECRET_KEY=OTHER).secrets_generated  # SECRET_KEY is random here
     assert not load(JWT_SECRET_KEY=OTHER, SECRET_KEY=STRONG).secrets_generated
+
+
+def test_mail_goes_to_the_console_in_development_and_nowhere_by_default_elsewhere():
+    assert load().mail_backend == "console"
+    assert load(QUART_ENV="testing").mail_backend == "none"
+    assert production().mail_backend == "none"
+    assert production(MAIL_BACKEND="smtp", SMTP_HOST="mx").smtp_port == 587
+
+
+@pytest.mark.parametrize(
+    ("environment", "line"),
+    [
+        ({"MAIL_BACKEND": "smtp"}, "config error: SMTP_HOST: required with MAIL_BACKEND=smtp"),
+        ({"MAIL_BACKEND": "pigeon"}, "config error: MAIL_BACKEND: "),
+        ({"SMTP_SECURITY": "ssl"}, "config error: SMTP_SECURITY: "),
+    ],
+)
+def test_a_bad_mail_setting_stops_start_up_with_one_line(environment, line):
+    with pytest.raises(ConfigError, match=f"^{line}"):
+        load(**environment)
+
+
+def test_production_refuses_console_mail():
+    with pytest.raises(ConfigError, match="^config error: MAIL_BACKEND: console is refused"):
+        production(MAIL_BACKEND="console")

@@ -1,0 +1,122 @@
+"""Mail: a message rendered from the package's templates, and the senders that deliver it.
+
+Nothing here is called inside a request: a flow writes its message to the outbox in
+the transaction of its token (`services/outbox.py`), and the sender in each worker
+delivers it later. `SmtpSender` speaks SMTP with aiosmtplib (never the blocking
+smtplib on the loop); `ConsoleSender` prints the whole message to standard output,
+outside the logging system, so that a developer can follow the link. Neither ever logs
+a body, a link or an address.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import make_msgid
+from pathlib import Path
+from typing import Any, Protocol
+
+import aiosmtplib
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+from settings import Settings
+
+TEMPLATES = Path(__file__).parent / "templates" / "mail"
+PRODUCT = "Quart Auth API"
+
+_environment = Environment(
+    loader=FileSystemLoader(TEMPLATES),
+    autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
+    undefined=StrictUndefined,  # a missing value is a bug, never an empty link
+    keep_trailing_newline=True,
+)
+
+
+@dataclass(frozen=True)
+class Message:
+    """One mail, rendered: the address it goes to, its subject, its text and HTML parts."""
+
+    to: str
+    subject: str
+    text: str
+    html: str
+
+
+def render(template: str, *, to: str, subject: str, **context: Any) -> Message:
+    """`templates/mail/<template>.txt` and `.html` with `context` (and the product's name)."""
+    values = {"product": PRODUCT, "subject": subject, **context}
+    return Message(
+        to=to,
+        subject=subject,
+        text=_environment.get_template(f"{template}.txt").render(values),
+        html=_environment.get_template(f"{template}.html").render(values),
+    )
+
+
+class Sender(Protocol):
+    async def send(self, message: Message) -> None: ...
+
+
+class MailError(Exception):
+    """A delivery that failed; the message says why in a form safe to log."""
+
+
+class SmtpSender:
+    """Delivers through `SMTP_HOST` with the security, credentials and timeout settings."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    async def send(self, message: Message) -> None:
+        settings = self.settings
+        password = settings.smtp_password.get_secret_value() if settings.smtp_password else None
+        try:
+            await aiosmtplib.send(
+                email_message(message, settings.mail_from),
+                hostname=settings.smtp_host,
+                port=settings.smtp_port,
+                username=settings.smtp_username,
+                password=password,
+                use_tls=settings.smtp_security == "tls",
+                start_tls=settings.smtp_security == "starttls",
+                timeout=settings.smtp_timeout.total_seconds(),
+            )
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as error:
+            raise MailError(type(error).__name__) from None
+
+
+class ConsoleSender:
+    """Prints every message to standard output as a reader wants it (headers and the text
+    part, not MIME-encoded, so the link can be followed): development only."""
+
+    def __init__(self, mail_from: str) -> None:
+        self.mail_from = mail_from
+
+    async def send(self, message: Message) -> None:
+        sys.stdout.write(
+            "----- mail (MAIL_BACKEND=console) -----\n"
+            f"From: {self.mail_from}\nTo: {message.to}\nSubject: {message.subject}\n\n"
+            f"{message.text}\n----- end of mail -----\n"
+        )
+        sys.stdout.flush()
+
+
+def email_message(message: Message, sender: str) -> EmailMessage:
+    mail = EmailMessage()
+    mail["From"] = sender
+    mail["To"] = message.to
+    mail["Subject"] = message.subject
+    mail["Message-ID"] = make_msgid(domain="quart-auth-api")
+    mail.set_content(message.text)
+    mail.add_alternative(message.html, subtype="html")
+    return mail
+
+
+def sender_for(settings: Settings) -> Sender | None:
+    """The sender MAIL_BACKEND names; None for `none`."""
+    if settings.mail_backend == "smtp":
+        return SmtpSender(settings)
+    if settings.mail_backend == "console":
+        return ConsoleSender(settings.mail_from)
+    return None
