@@ -5,9 +5,10 @@ tasks of each worker.
     SESSION_PURGE_INTERVAL=3600 python run.py           # every hour in each worker
     quart --app quart_auth_api mail send-pending        # deliver what is due, then stop
 
-Rows that expired or were revoked longer ago than `SESSION_RETENTION` (7 days by
-default: recent revocations stay visible for investigation) are deleted in batches of
-`SESSION_PURGE_BATCH`, each its own short transaction, so writers never wait long.
+Sessions that expired or were revoked, mail sent or given up, and link tokens used or
+expired, longer ago than `SESSION_RETENTION` (7 days by default: recent revocations stay
+visible for investigation), are deleted in batches of `SESSION_PURGE_BATCH`, each its
+own short transaction, so writers never wait long.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from .db import DATABASE, create_engine
 from .extensions import Slot
 from .mail import Sender, sender_for
 from .models import utcnow
-from .services.outbox import deliver_due
+from .services.links import purge_links
+from .services.outbox import deliver_due, purge_outbox
 from .services.sessions import purge_sessions
 
 log = logging.getLogger("quart_auth_api.maintenance")
@@ -42,6 +44,9 @@ PURGE_TASK: Slot[asyncio.Task[None]] = Slot("session purge")
 MAIL_TASK: Slot[asyncio.Task[None]] = Slot("mail sender")
 #: Seconds between two looks at the outbox.
 MAIL_POLL = 2.0
+#: What the purge deletes once it is older than SESSION_RETENTION: ended sessions, sent
+#: or given-up mail, used or expired link tokens.
+PURGES = (purge_sessions, purge_outbox, purge_links)
 
 
 async def purge_all(
@@ -51,17 +56,20 @@ async def purge_all(
     batch: int,
     progress: bool = False,
 ) -> int:
-    """Purge batch after batch until a batch comes back short; the rows deleted."""
+    """Purge batch after batch, table after table (`PURGES`), until a batch comes back
+    short; the rows deleted."""
     older_than = utcnow() - retention
     total = 0
-    while True:
-        async with sessionmaker() as db:
-            deleted = await purge_sessions(db, older_than=older_than, batch=batch)
-        total += deleted
-        if progress:
-            click.echo(f"purged {total} session rows so far")
-        if deleted < batch:
-            return total
+    for purge in PURGES:
+        while True:
+            async with sessionmaker() as db:
+                deleted = await purge(db, older_than=older_than, batch=batch)
+            total += deleted
+            if progress:
+                click.echo(f"purged {total} rows so far")
+            if deleted < batch:
+                break
+    return total
 
 
 def init_app(app: Quart) -> None:
@@ -70,7 +78,7 @@ def init_app(app: Quart) -> None:
 
     @app.cli.command("purge-sessions")
     def purge_sessions_command() -> None:
-        """Delete sessions expired or revoked longer ago than SESSION_RETENTION."""
+        """Delete sessions, sent mail and spent link tokens older than SESSION_RETENTION."""
         started = time.monotonic()
         total = asyncio.run(_purge_once(settings))
         click.echo(f"purge-sessions: {total} rows deleted in {time.monotonic() - started:.1f}s")

@@ -20,7 +20,17 @@ from pathlib import Path
 from typing import Any
 
 from quart import Quart, g
-from sqlalchemy import Executable, MetaData, Select, UpdateBase, event, text
+from sqlalchemy import (
+    ColumnElement,
+    Executable,
+    MetaData,
+    Select,
+    UpdateBase,
+    delete,
+    event,
+    select,
+    text,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DatabaseError, DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
@@ -321,6 +331,22 @@ def get_db() -> AsyncSession:
     if session is None:
         session = g._db_session = DATABASE.get().sessionmaker()
     return session
+
+
+async def delete_batch(
+    db: AsyncSession, id_column: Any, condition: ColumnElement[bool], *, batch: int
+) -> int:
+    """Delete up to `batch` rows of `id_column`'s table that meet `condition`, and commit;
+    the rows deleted. Safe in several workers at once: PostgreSQL skips rows another
+    purge has locked. Call again until it returns less than `batch`."""
+    doomed = select(id_column).where(condition).limit(batch).with_for_update(skip_locked=True)
+    result = await db.execute(
+        delete(id_column.class_)
+        .where(id_column.in_(doomed.scalar_subquery()))
+        .execution_options(synchronize_session=False)
+    )
+    await db.commit()
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 async def ping(db: AsyncSession) -> bool:

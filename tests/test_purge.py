@@ -1,4 +1,5 @@
-"""Sessions that do not pile up: expired and long-revoked rows are purged in batches."""
+"""Rows that do not pile up: ended sessions, sent mail and spent link tokens are purged in
+batches once older than SESSION_RETENTION."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from sqlalchemy import func, select, update
 from quart_auth_api import create_app
 from quart_auth_api.cli import purge_all
 from quart_auth_api.db import DATABASE
-from quart_auth_api.models import AuthSession, utcnow
+from quart_auth_api.models import AccountToken, AuthSession, OutboxMessage, User, utcnow
 from settings import Settings
 from tests.helpers.http import claims_of, register
 from tests.helpers.processes import PROJECT_ROOT, service_env
@@ -103,3 +104,47 @@ async def test_cli_command_purges_and_reports(app, client, database_url):
     assert "purge-sessions: 3 rows deleted" in result.stdout
     async with DATABASE.get(app).sessionmaker() as db:
         assert await db.scalar(select(func.count()).select_from(AuthSession)) == 1
+
+
+async def test_sent_mail_and_spent_link_tokens_are_purged_with_the_sessions(app, client):
+    """Old sent or given-up mail and old used or expired tokens go; what is pending, or
+    recent, stays (a token still valid, a message still to send)."""
+    account = await register(client)
+    now = utcnow()
+    async with DATABASE.get(app).sessionmaker() as db:
+        user_id = await db.scalar(select(User.id).where(User.email == account.email))
+        mails = {
+            "sent long ago": {"sent_at": now - OLD},
+            "given up long ago": {"failed_at": now - OLD},
+            "sent an hour ago": {"sent_at": now - timedelta(hours=1)},
+            "pending": {},
+        }
+        for subject, values in mails.items():
+            db.add(
+                OutboxMessage(
+                    to_address="a@example.com",
+                    subject=subject,
+                    text_body="",
+                    html_body="",
+                    next_attempt_at=now,
+                    **values,
+                )
+            )
+        tokens = {
+            "used long ago": {"used_at": now - OLD, "expires_at": now - OLD},
+            "expired long ago": {"expires_at": now - OLD},
+            "valid": {"expires_at": now + timedelta(hours=1)},
+        }
+        for digest, values in tokens.items():
+            db.add(AccountToken(digest=digest, purpose="password_reset", user_id=user_id, **values))
+        await db.commit()
+
+    deleted = await purge_all(DATABASE.get(app).sessionmaker, retention=timedelta(days=7), batch=1)
+
+    assert deleted == 4
+    async with DATABASE.get(app).sessionmaker() as db:
+        assert set(await db.scalars(select(OutboxMessage.subject))) == {
+            "sent an hour ago",
+            "pending",
+        }
+        assert set(await db.scalars(select(AccountToken.digest))) == {"valid"}

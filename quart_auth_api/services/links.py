@@ -11,13 +11,14 @@ decides. An unknown, expired, used or wrong-purpose token is one answer: None.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import update
+from sqlalchemy import or_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..crypto.digests import link_digest, new_link_token
+from ..db import delete_batch
 from ..models import AccountToken, utcnow
 
 Purpose = Literal["password_reset", "email_verify", "email_change"]
@@ -92,3 +93,9 @@ async def void_links(db: AsyncSession, *, user_id: int, purpose: Purpose) -> int
         .execution_options(synchronize_session=False)
     )
     return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def purge_links(db: AsyncSession, *, older_than: datetime, batch: int) -> int:
+    """Delete one batch of tokens used or expired before `older_than`."""
+    spent = or_(AccountToken.used_at < older_than, AccountToken.expires_at < older_than)
+    return await delete_batch(db, AccountToken.id, spent, batch=batch)

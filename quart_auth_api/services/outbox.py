@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from ..db import delete_batch
 from ..mail import MailError, Message, Sender
 from ..models import OutboxMessage, utcnow
 
@@ -166,3 +167,9 @@ async def deliver_due(
             await mark_sent(db, message_id=item.id)
         sent += 1
     return sent, failed
+
+
+async def purge_outbox(db: AsyncSession, *, older_than: datetime, batch: int) -> int:
+    """Delete one batch of messages sent or given up before `older_than`."""
+    done = or_(OutboxMessage.sent_at < older_than, OutboxMessage.failed_at < older_than)
+    return await delete_batch(db, OutboxMessage.id, done, batch=batch)

@@ -6,12 +6,12 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, delete, func, or_, select, update
+from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..client import Client
-from ..db import read_one, write
+from ..db import delete_batch, read_one, write
 from ..errors import EmailTaken, RefreshTokenReused, TokenRevoked
 from ..models import AuthSession, User, utcnow
 
@@ -213,24 +213,10 @@ async def revoke_session(db: AsyncSession, *, session_id: uuid.UUID, reason: str
 
 
 async def purge_sessions(db: AsyncSession, *, older_than: datetime, batch: int) -> int:
-    """Delete one batch of sessions that expired or were revoked before `older_than`.
-
-    Returns the number of rows deleted; call again until it is below `batch`. Safe in
-    several workers at once: PostgreSQL skips rows another purge has locked.
-    """
-    doomed = (
-        select(AuthSession.id)
-        .where(or_(AuthSession.expires_at < older_than, AuthSession.revoked_at < older_than))
-        .limit(batch)
-        .with_for_update(skip_locked=True)
-    )
-    result = await db.execute(
-        delete(AuthSession)
-        .where(AuthSession.id.in_(doomed.scalar_subquery()))
-        .execution_options(synchronize_session=False)
-    )
-    await db.commit()
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    """Delete one batch of sessions that expired or were revoked before `older_than`
+    (`db.delete_batch`); the rows deleted."""
+    ended = or_(AuthSession.expires_at < older_than, AuthSession.revoked_at < older_than)
+    return await delete_batch(db, AuthSession.id, ended, batch=batch)
 
 
 async def count_live_sessions(db: AsyncSession) -> int:
