@@ -10,13 +10,32 @@ from __future__ import annotations
 import os
 import unicodedata
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from pydantic import SecretStr
 from sqlalchemy.engine import make_url
 
-if TYPE_CHECKING:
-    from settings import Settings
+
+class Settings(Protocol):
+    """What these checks read of `settings.Settings` (which imports this module)."""
+
+    @property
+    def bcrypt_rounds(self) -> int: ...
+    @property
+    def jwt_token_location(self) -> tuple[str, ...]: ...
+    @property
+    def jwt_cookie_secure(self) -> bool | None: ...
+    @property
+    def jwt_cookie_csrf_protect(self) -> bool: ...
+    @property
+    def metrics_enabled(self) -> bool: ...
+    @property
+    def metrics_token(self) -> SecretStr | None: ...
+    @property
+    def rate_limit_enabled(self) -> bool: ...
+    @property
+    def mail_backend(self) -> str | None: ...
+
 
 MIN_SECRET_BYTES = 32
 #: What makes a long secret guessable all the same: few distinct characters, a block of
