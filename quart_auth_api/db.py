@@ -195,7 +195,9 @@ async def read_one(select: AnySelect, parameters: Mapping[str, Any]) -> Any | No
 
     When the connection turns out to be dead, e.g. after PostgreSQL restarted,
     SQLAlchemy discards it and every pooled connection as old as it, and the read runs
-    once more on a new one instead of failing the request.
+    once more on a new one instead of failing the request. On PostgreSQL all of it,
+    getting a connection and the retry included, has DB_CHECK_TIMEOUT: a partition
+    answers 503 at once instead of holding the request.
     """
     database = DATABASE.get()
     if database.sqlite is not None:
@@ -203,7 +205,7 @@ async def read_one(select: AnySelect, parameters: Mapping[str, Any]) -> Any | No
 
     async def once() -> Any | None:
         async with database.direct.connect() as connection:
-            # cut short by the deadline, the connection is terminated (handle_error below)
+            # cut short by the deadline, it is terminated (`_never_reuse_after_a_timeout`)
             return (await connection.execute(select, parameters)).one_or_none()
 
     async with asyncio.timeout(database.check_timeout):  # one bound, the retry included
