@@ -121,3 +121,23 @@ async def test_deleting_the_user_deletes_its_tokens(app, user_id):
         await db.execute(delete(User).where(User.id == user_id))
         await db.commit()
         assert await db.scalar(select(AccountToken)) is None
+
+
+async def test_of_tokens_issued_at_once_only_one_stays_valid(app, user_id):
+    """Two requests for a reset at the same moment: the later voids the earlier."""
+    start = asyncio.Event()
+
+    async def issuer() -> str:
+        async with DATABASE.get(app).sessionmaker() as db:
+            await start.wait()
+            raw = await issue_link(db, user_id=user_id, purpose="password_reset", lifetime=HOUR)
+            await db.commit()
+        return raw
+
+    issuers = [asyncio.create_task(issuer()) for _ in range(4)]
+    await asyncio.sleep(0)
+    start.set()
+    tokens = await asyncio.gather(*issuers)
+
+    valid = [raw for raw in tokens if await consume(app, raw) is not None]
+    assert len(valid) == 1

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import or_, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..crypto.digests import link_digest, new_link_token
 from ..db import delete_batch
-from ..models import AccountToken, utcnow
+from ..models import AccountToken, User, utcnow
 
 Purpose = Literal["password_reset", "email_verify", "email_change"]
 
@@ -42,7 +42,9 @@ async def issue_link(
 ) -> str:
     """A new token of `purpose` for the user, voiding the older ones of that purpose;
     added to `db` without committing (the caller commits it with the mail that carries
-    it). The raw token is returned and stored nowhere."""
+    it). The raw token is returned and stored nowhere. The user's row is locked first
+    (PostgreSQL), so that of two tokens issued at once the later voids the earlier."""
+    await db.execute(select(User.id).where(User.id == user_id).with_for_update())
     await void_links(db, user_id=user_id, purpose=purpose)
     raw, digest = new_link_token()
     now = utcnow()
