@@ -192,5 +192,5 @@ async def _send_forever(app: Quart, sender: Sender) -> None:
             continue
         try:
             await deliver_due(database.sessionmaker, sender, max_attempts=max_attempts)
-        except (SQLAlchemyError, OSError, TimeoutError) as error:  # try again next time
-            log.error("mail sender: %s", type(error).__name__)
+        except Exception as error:  # noqa: BLE001 (the sender must outlive any one failure)
+            log.error("mail sender: %s; trying again in %.0fs", type(error).__name__, MAIL_POLL)

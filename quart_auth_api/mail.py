@@ -72,8 +72,12 @@ class SmtpSender:
         settings = self.settings
         password = settings.smtp_password.get_secret_value() if settings.smtp_password else None
         try:
+            mail = email_message(message, settings.mail_from)
+        except ValueError:  # a line break in a header: never sent, never retried usefully
+            raise MailError("invalid header") from None
+        try:
             await aiosmtplib.send(
-                email_message(message, settings.mail_from),
+                mail,
                 hostname=settings.smtp_host,
                 port=settings.smtp_port,
                 username=settings.smtp_username,

@@ -220,3 +220,11 @@ async def test_mail_send_pending_delivers_from_the_command_line(app, database_ur
     assert result.returncode == 0, result.stderr
     assert "mail send-pending: 2 sent, 0 failed" in result.stdout
     assert len(smtp.received) == 2
+
+
+async def test_a_line_break_in_a_header_is_a_failed_delivery_not_a_dead_sender(app, smtp):
+    forged = Message("victim@example.com\r\nBcc: all@example.com", "s", "text", "<p>html</p>")
+    await add(app, forged, message(1))
+
+    assert await deliver(app, smtp_sender(smtp)) == (1, 1)
+    assert [m["To"] for m in smtp.received] == ["user1@example.com"]
