@@ -11,6 +11,7 @@ import os
 import re
 import secrets
 from datetime import timedelta
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -273,6 +274,8 @@ class Settings(BaseSettings):
             raise ValueError("MAIL_BACKEND: console is refused in production (use smtp)")
         if self.mail_backend == "smtp" and not self.smtp_host:
             raise ValueError("SMTP_HOST: required with MAIL_BACKEND=smtp")
+        if "@" not in parseaddr(self.mail_from)[1] or any(c in self.mail_from for c in "\r\n"):
+            raise ValueError("MAIL_FROM: expected an address, e.g. Name <no-reply@example.com>")
         if self.log_format is None:
             resolved["log_format"] = "json" if production else "text"
         if "web_concurrency" not in given:

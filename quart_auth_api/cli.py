@@ -40,8 +40,8 @@ log = logging.getLogger("quart_auth_api.maintenance")
 
 #: The background purge, when SESSION_PURGE_INTERVAL is set.
 PURGE_TASK: Slot[asyncio.Task[None]] = Slot("session purge")
-#: Each worker's mail sender, when MAIL_BACKEND is not `none`.
-MAIL_TASK: Slot[asyncio.Task[None]] = Slot("mail sender")
+#: Each worker's mail sender, when MAIL_BACKEND is not `none`, and its stop signal.
+MAIL_TASK: Slot[tuple[asyncio.Task[None], asyncio.Event]] = Slot("mail sender")
 #: Seconds between two looks at the outbox.
 MAIL_POLL = 2.0
 #: What the purge deletes once it is older than SESSION_RETENTION: ended sessions, sent
@@ -155,15 +155,22 @@ def _init_mail(app: Quart, settings: Settings) -> None:
 
     @app.before_serving
     async def _start_sending() -> None:
-        MAIL_TASK.put(app, asyncio.create_task(_send_forever(app, sender)))
+        stop = asyncio.Event()
+        MAIL_TASK.put(app, (asyncio.create_task(_send_forever(app, sender, stop)), stop))
 
     @app.after_serving
     async def _stop_sending() -> None:
-        task = MAIL_TASK.pop(app)
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        running = MAIL_TASK.pop(app)
+        if running is None:
+            return
+        task, stop = running
+        stop.set()  # the message being sent is finished and marked, no other is started
+        grace = 3 * settings.smtp_timeout.total_seconds()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(task), grace)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def _send_pending(settings: Settings, sender: Sender) -> tuple[int, int]:
@@ -181,16 +188,19 @@ async def _send_pending(settings: Settings, sender: Sender) -> tuple[int, int]:
         await engine.dispose()
 
 
-async def _send_forever(app: Quart, sender: Sender) -> None:
-    """Every MAIL_POLL seconds, deliver what is due; a database or SMTP outage only
-    delays mail (it stays in the outbox)."""
+async def _send_forever(app: Quart, sender: Sender, stop: asyncio.Event) -> None:
+    """Every MAIL_POLL seconds, deliver what is due, until `stop`; a database or SMTP
+    outage only delays mail (it stays in the outbox)."""
     max_attempts = extensions.settings(app).mail_max_attempts
-    while True:
-        await asyncio.sleep(MAIL_POLL)
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), MAIL_POLL)
+        if stop.is_set():
+            return
         database = DATABASE.find(app)
         if database is None:  # not open yet, or closing
             continue
         try:
-            await deliver_due(database.sessionmaker, sender, max_attempts=max_attempts)
+            await deliver_due(database.sessionmaker, sender, max_attempts=max_attempts, stop=stop)
         except Exception as error:  # noqa: BLE001 (the sender must outlive any one failure)
             log.error("mail sender: %s; trying again in %.0fs", type(error).__name__, MAIL_POLL)

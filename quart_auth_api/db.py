@@ -340,11 +340,21 @@ async def delete_batch(
 ) -> int:
     """Delete up to `batch` rows of `id_column`'s table that meet `condition`, and commit;
     the rows deleted. Safe in several workers at once: PostgreSQL skips rows another
-    purge has locked. Call again until it returns less than `batch`."""
-    doomed = select(id_column).where(condition).limit(batch).with_for_update(skip_locked=True)
+    purge has locked. Call again until it returns less than `batch`.
+
+    The ids are read first, then deleted: inside `DELETE … WHERE id IN (SELECT … LIMIT)`
+    PostgreSQL may run the subquery once per row, and its LIMIT then limits nothing."""
+    doomed = list(
+        await db.scalars(
+            select(id_column).where(condition).limit(batch).with_for_update(skip_locked=True)
+        )
+    )
+    if not doomed:
+        await db.commit()
+        return 0
     result = await db.execute(
         delete(id_column.class_)
-        .where(id_column.in_(doomed.scalar_subquery()))
+        .where(id_column.in_(doomed), condition)
         .execution_options(synchronize_session=False)
     )
     await db.commit()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from email.message import EmailMessage
-from email.utils import make_msgid
+from email.utils import formatdate, getaddresses, make_msgid, parseaddr
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -59,7 +59,12 @@ class Sender(Protocol):
 
 
 class MailError(Exception):
-    """A delivery that failed; the message says why in a form safe to log."""
+    """A delivery that failed; the message says why in a form safe to log. `permanent`:
+    trying again cannot help (a malformed address or header)."""
+
+    def __init__(self, reason: str, *, permanent: bool = False) -> None:
+        super().__init__(reason)
+        self.permanent = permanent
 
 
 class SmtpSender:
@@ -73,11 +78,13 @@ class SmtpSender:
         password = settings.smtp_password.get_secret_value() if settings.smtp_password else None
         try:
             mail = email_message(message, settings.mail_from)
-        except ValueError:  # a line break in a header: never sent, never retried usefully
-            raise MailError("invalid header") from None
+        except ValueError:  # a line break in a header, not exactly one address
+            raise MailError("invalid message", permanent=True) from None
         try:
             await aiosmtplib.send(
                 mail,
+                sender=parseaddr(settings.mail_from)[1],
+                recipients=[one_address(message.to)],
                 hostname=settings.smtp_host,
                 port=settings.smtp_port,
                 username=settings.smtp_username,
@@ -86,6 +93,8 @@ class SmtpSender:
                 start_tls=settings.smtp_security == "starttls",
                 timeout=settings.smtp_timeout.total_seconds(),
             )
+        except ValueError:  # aiosmtplib refused the addresses themselves
+            raise MailError("invalid address", permanent=True) from None
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as error:
             raise MailError(type(error).__name__) from None
 
@@ -106,10 +115,19 @@ class ConsoleSender:
         sys.stdout.flush()
 
 
+def one_address(to: str) -> str:
+    """The one address of `to`; ValueError for none, several, or a line break in it."""
+    found = getaddresses([to])
+    if len(found) != 1 or "@" not in found[0][1] or any(c in to for c in "\r\n,;"):
+        raise ValueError("not exactly one address")
+    return found[0][1]
+
+
 def email_message(message: Message, sender: str) -> EmailMessage:
     mail = EmailMessage()
     mail["From"] = sender
-    mail["To"] = message.to
+    mail["To"] = one_address(message.to)
+    mail["Date"] = formatdate(localtime=False)
     mail["Subject"] = message.subject
     mail["Message-ID"] = make_msgid(domain="quart-auth-api")
     mail.set_content(message.text)

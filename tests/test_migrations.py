@@ -105,12 +105,14 @@ async def test_upgrade_head_creates_the_tables_and_indexes(scratch_database_url)
     assert schema.indexes["account_tokens"] == {
         "ix_account_tokens_user_id": (("user_id",), False),
         "ix_account_tokens_expires_at": (("expires_at",), False),
+        "ix_account_tokens_used_at": (("used_at",), False),
     }
     assert schema.unique_constraints["account_tokens"] == {"uq_account_tokens_digest": ("digest",)}
     assert schema.indexes["outbox_messages"] == {
         "ix_outbox_messages_user_id": (("user_id",), False),
         "ix_outbox_messages_next_attempt_at": (("next_attempt_at",), False),
         "ix_outbox_messages_sent_at": (("sent_at",), False),
+        "ix_outbox_messages_failed_at": (("failed_at",), False),
     }
     assert schema.primary_keys == {
         "users": "pk_users",

@@ -11,15 +11,15 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from quart_auth_api import cli, create_app
 from quart_auth_api.db import DATABASE
-from quart_auth_api.mail import ConsoleSender, Message, SmtpSender, render
+from quart_auth_api.mail import ConsoleSender, MailError, Message, SmtpSender, render
 from quart_auth_api.models import OutboxMessage, utcnow
 from quart_auth_api.services import outbox
 from quart_auth_api.services.outbox import claim_due, deliver_due, enqueue
-from settings import Settings
+from settings import ConfigError, Settings
 from tests.helpers.processes import PROJECT_ROOT, service_env
 from tests.helpers.smtp import SmtpServer
 
@@ -143,8 +143,13 @@ async def test_two_senders_never_claim_one_message(app):
     sessions = DATABASE.get(app).sessionmaker
 
     async def sender() -> list[int]:
-        async with sessions() as db:
-            return [item.id for item in await claim_due(db, limit=8)]
+        taken: list[int] = []
+        while True:  # claim until nothing is left
+            async with sessions() as db:
+                batch = [item.id for item in await claim_due(db, limit=8)]
+            if not batch:
+                return taken
+            taken += batch
 
     first, second = await asyncio.gather(sender(), sender())
 
@@ -228,3 +233,78 @@ async def test_a_line_break_in_a_header_is_a_failed_delivery_not_a_dead_sender(a
 
     assert await deliver(app, smtp_sender(smtp)) == (1, 1)
     assert [m["To"] for m in smtp.received] == ["user1@example.com"]
+
+
+async def test_a_claim_takes_no_more_than_its_limit_whatever_the_plan(app, backend):
+    """Inside `UPDATE … WHERE id IN (SELECT … LIMIT)` PostgreSQL may rerun the subquery
+    per row when its statistics say the table is all sent mail: the LIMIT then held
+    nothing (300 claimed for 20). Many sent rows, fresh statistics, then a burst."""
+    sessions = DATABASE.get(app).sessionmaker
+    now = utcnow()
+    async with sessions() as db:
+        for n in range(2000):
+            db.add(
+                OutboxMessage(
+                    to_address="a@example.com",
+                    subject=f"old {n}",
+                    text_body="",
+                    html_body="",
+                    next_attempt_at=now,
+                    sent_at=now,
+                )
+            )
+        await db.commit()
+        if backend == "postgresql":
+            await db.execute(text("ANALYZE outbox_messages"))
+            await db.commit()
+    await add(app, *(message(n) for n in range(60)))
+    async with sessions() as db:
+        assert len(await claim_due(db, limit=5)) == 5
+
+
+async def test_a_sender_whose_lease_ran_out_marks_nothing(app, monkeypatch):
+    """Its claim was taken over: its late mark must not end the new holder's claim."""
+    await add(app, message())
+    sessions = DATABASE.get(app).sessionmaker
+    async with sessions() as db:
+        [stale] = await claim_due(db)
+    later(monkeypatch, outbox.LEASE + timedelta(seconds=1))
+    async with sessions() as db:
+        [current] = await claim_due(db)
+        await outbox.mark_sent(db, claim=stale)
+        await outbox.mark_failed(db, claim=stale, error=MailError("late"), max_attempts=1)
+    [row] = await rows(app)
+    assert row.sent_at is None and row.failed_at is None
+    assert row.claimed_until == current.claimed_until
+
+
+@pytest.mark.parametrize(
+    "to",
+    ["victim@example.com, attacker@example.com", "no address", ""],
+    ids=["two", "none", "empty"],
+)
+async def test_a_message_that_can_never_be_sent_is_given_up_at_once(app, smtp, to):
+    await add(app, Message(to, "s", "text", "<p>html</p>"))
+
+    assert await deliver(app, smtp_sender(smtp)) == (0, 1)
+    [row] = await rows(app)
+    assert row.failed_at is not None and row.attempts == 1 and row.text_body == ""
+    assert smtp.received == []
+
+
+async def test_a_stopping_sender_starts_no_send(app, smtp):
+    await add(app, message(1), message(2))
+    stop = asyncio.Event()
+    stop.set()
+
+    sent = await deliver_due(
+        DATABASE.get(app).sessionmaker, smtp_sender(smtp), max_attempts=3, stop=stop
+    )
+
+    assert sent == (0, 0) and smtp.received == []
+    assert all(row.sent_at is None for row in await rows(app))
+
+
+def test_mail_from_must_be_an_address():
+    with pytest.raises(ConfigError, match="^config error: MAIL_FROM: expected an address"):
+        Settings.load(_env_file=None, mail_from="bad from")

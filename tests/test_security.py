@@ -11,10 +11,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 import quart_auth_api
-from quart_auth_api import create_app
+from quart_auth_api import create_app, extensions
 from quart_auth_api.crypto import keys as jwt_keys
 from quart_auth_api.crypto import passwords
 from quart_auth_api.crypto import tokens as jwt_tokens
@@ -194,3 +194,29 @@ async def test_login_rehashes_a_password_hashed_at_a_lower_cost(database_url):
             hashed = await db.scalar(select(User.password_hash))
         assert hashed.startswith("$2b$05$")
         assert (await client.post("/auth/login", json=login)).status_code == 200
+
+
+async def test_a_rehash_at_login_never_overwrites_a_password_changed_meanwhile(database_url):
+    """The login checked the old password; a change lands during its bcrypt check: the
+    change wins (the rehash updates only the hash it checked)."""
+    cheap = create_app(Settings.for_testing(database_url=database_url, bcrypt_rounds=4))
+    async with cheap.test_app():
+        account = await register(cheap.test_client())
+    dearer = create_app(Settings.for_testing(database_url=database_url, bcrypt_rounds=5))
+    async with dearer.test_app():
+        hasher = extensions.hasher(dearer)
+        original = hasher.verify
+        changed = "$2b$05$" + "c" * 53  # what a password change wrote meanwhile
+
+        async def verify_while_changed(password: str, hashed: str | None) -> bool:
+            ok = await original(password, hashed)
+            async with DATABASE.get(dearer).sessionmaker() as db:
+                await db.execute(update(User).values(password_hash=changed))
+                await db.commit()
+            return ok
+
+        hasher.verify = verify_while_changed  # type: ignore[method-assign]
+        login = {"email": account.email, "password": PASSWORD}
+        assert (await dearer.test_client().post("/auth/login", json=login)).status_code == 200
+        async with DATABASE.get(dearer).sessionmaker() as db:
+            assert await db.scalar(select(User.password_hash)) == changed

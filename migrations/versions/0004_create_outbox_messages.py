@@ -49,6 +49,9 @@ def upgrade() -> None:
             batch_op.f("ix_outbox_messages_next_attempt_at"), ["next_attempt_at"], unique=False
         )
         batch_op.create_index(batch_op.f("ix_outbox_messages_sent_at"), ["sent_at"], unique=False)
+        batch_op.create_index(
+            batch_op.f("ix_outbox_messages_failed_at"), ["failed_at"], unique=False
+        )
         batch_op.create_index(batch_op.f("ix_outbox_messages_user_id"), ["user_id"], unique=False)
 
     # ### end Alembic commands ###
@@ -60,6 +63,7 @@ def downgrade() -> None:
     with op.batch_alter_table("outbox_messages", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_outbox_messages_user_id"))
         batch_op.drop_index(batch_op.f("ix_outbox_messages_sent_at"))
+        batch_op.drop_index(batch_op.f("ix_outbox_messages_failed_at"))
         batch_op.drop_index(batch_op.f("ix_outbox_messages_next_attempt_at"))
 
     op.drop_table("outbox_messages")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -35,14 +35,21 @@ async def authenticate(
 ) -> User:
     """The user with these credentials; an unknown email costs the same as a wrong password.
 
-    The read's transaction ends before the bcrypt check, so no pooled connection (and no
-    transaction) waits on the hashing queue: under a login storm the pool stays free
-    for the requests that only need the database.
+    The read's transaction ends before the bcrypt check (it commits whatever `db` holds),
+    so no pooled connection (and no transaction) waits on the hashing queue: under a
+    login storm the pool stays free for the requests that only need the database.
     """
     user = await find_user_by_email(db, email=email)
     await db.commit()  # expire_on_commit=False: the row stays loaded
     if not await hasher.verify(password, user.password_hash if user else None) or user is None:
         raise InvalidCredentials(account=account_ref(email))
     if hasher.needs_rehash(user.password_hash):
-        user.password_hash = await hasher.hash(password)
+        # only if it is still the hash just checked: a password changed meanwhile wins
+        old, new = user.password_hash, await hasher.hash(password)
+        await db.execute(
+            update(User)
+            .where(User.id == user.id, User.password_hash == old)
+            .values(password_hash=new)
+            .execution_options(synchronize_session=False)
+        )
     return user

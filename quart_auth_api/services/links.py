@@ -44,7 +44,8 @@ async def issue_link(
     added to `db` without committing (the caller commits it with the mail that carries
     it). The raw token is returned and stored nowhere. The user's row is locked first
     (PostgreSQL), so that of two tokens issued at once the later voids the earlier."""
-    await db.execute(select(User.id).where(User.id == user_id).with_for_update())
+    # FOR NO KEY UPDATE: it does not wait on (or hold up) a session insert's key share
+    await db.execute(select(User.id).where(User.id == user_id).with_for_update(key_share=True))
     await void_links(db, user_id=user_id, purpose=purpose)
     raw, digest = new_link_token()
     now = utcnow()

@@ -11,6 +11,7 @@ failed, to be tried again after a backoff, until MAIL_MAX_ATTEMPTS.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -25,17 +26,24 @@ from ..models import OutboxMessage, utcnow
 log = logging.getLogger("quart_auth_api.mail")
 
 #: A claimed message is due again this long after its claim (its sender died).
-LEASE = timedelta(minutes=2)
+LEASE = timedelta(minutes=5)
+#: A message is sent only while this much of its lease is left (a send is a few SMTP
+#: commands of up to SMTP_TIMEOUT each); the rest of the batch waits for a new claim.
+SEND_MARGIN = timedelta(minutes=2)
 #: The wait after the first failed attempt; it doubles with each one, up to BACKOFF_MAX.
 BACKOFF = timedelta(seconds=30)
 BACKOFF_MAX = timedelta(hours=1)
-BATCH = 20
+BATCH = 5
 
 
 @dataclass(frozen=True)
 class Claimed:
+    """A claimed message; `claimed_until` is also the claim's fence: a mark applies only
+    while the row still carries it (a sender whose lease ran out marks nothing)."""
+
     id: int
     attempts: int
+    claimed_until: datetime
     message: Message
 
 
@@ -64,19 +72,29 @@ def _due(now: object) -> ColumnElement[bool]:
 
 
 async def claim_due(db: AsyncSession, *, limit: int = BATCH) -> list[Claimed]:
-    """Claim up to `limit` due messages for this sender (committed at once)."""
+    """Claim up to `limit` due messages for this sender (committed at once).
+
+    The ids are read (and, on PostgreSQL, locked) first and then claimed: inside
+    `UPDATE … WHERE id IN (SELECT … LIMIT …)` PostgreSQL may run the subquery once per
+    row, and its LIMIT then limits nothing."""
     now = utcnow()
-    due = (
-        select(OutboxMessage.id)
-        .where(_due(now))
-        .order_by(OutboxMessage.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
+    ids = list(
+        await db.scalars(
+            select(OutboxMessage.id)
+            .where(_due(now))
+            .order_by(OutboxMessage.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
     )
+    if not ids:
+        await db.commit()
+        return []
+    lease = now + LEASE
     result = await db.execute(
         update(OutboxMessage)
-        .where(OutboxMessage.id.in_(due.scalar_subquery()), _due(now))  # checked again
-        .values(claimed_until=now + LEASE, attempts=OutboxMessage.attempts + 1)
+        .where(OutboxMessage.id.in_(ids), _due(now))  # checked again
+        .values(claimed_until=lease, attempts=OutboxMessage.attempts + 1)
         .returning(
             OutboxMessage.id,
             OutboxMessage.attempts,
@@ -91,17 +109,28 @@ async def claim_due(db: AsyncSession, *, limit: int = BATCH) -> list[Claimed]:
     await db.commit()
     return [
         Claimed(
-            row.id, row.attempts, Message(row.to_address, row.subject, row.text_body, row.html_body)
+            row.id,
+            row.attempts,
+            lease,
+            Message(row.to_address, row.subject, row.text_body, row.html_body),
         )
         for row in rows
     ]
 
 
-async def mark_sent(db: AsyncSession, *, message_id: int) -> None:
+def _holding(claim: Claimed) -> ColumnElement[bool]:
+    return and_(
+        OutboxMessage.id == claim.id,
+        OutboxMessage.claimed_until == claim.claimed_until,
+        OutboxMessage.sent_at.is_(None),
+    )
+
+
+async def mark_sent(db: AsyncSession, *, claim: Claimed) -> None:
     """Sent: kept for the purge, without the bodies (they may hold a link)."""
     await db.execute(
         update(OutboxMessage)
-        .where(OutboxMessage.id == message_id)
+        .where(_holding(claim))
         .values(sent_at=utcnow(), claimed_until=None, text_body="", html_body="")
         .execution_options(synchronize_session=False)
     )
@@ -109,19 +138,21 @@ async def mark_sent(db: AsyncSession, *, message_id: int) -> None:
 
 
 async def mark_failed(
-    db: AsyncSession, *, message_id: int, attempts: int, error: str, max_attempts: int
+    db: AsyncSession, *, claim: Claimed, error: MailError, max_attempts: int
 ) -> bool:
-    """A failed attempt: due again after the backoff, or given up (True) at the last one."""
+    """A failed attempt: due again after the backoff, or given up (True) at the last one,
+    or at once when the message can never be sent."""
     now = utcnow()
-    given_up = attempts >= max_attempts
-    values: dict[str, object] = {"claimed_until": None, "last_error": error[:100]}
+    attempts = claim.attempts
+    given_up = error.permanent or attempts >= max_attempts
+    values: dict[str, object] = {"claimed_until": None, "last_error": str(error)[:100]}
     if given_up:
         values |= {"failed_at": now, "text_body": "", "html_body": ""}
     else:
         values["next_attempt_at"] = now + backoff(attempts)
     await db.execute(
         update(OutboxMessage)
-        .where(OutboxMessage.id == message_id)
+        .where(_holding(claim))
         .values(**values)
         .execution_options(synchronize_session=False)
     )
@@ -136,35 +167,41 @@ def backoff(attempts: int) -> timedelta:
 
 
 async def deliver_due(
-    sessions: async_sessionmaker[AsyncSession], sender: Sender, *, max_attempts: int
+    sessions: async_sessionmaker[AsyncSession],
+    sender: Sender,
+    *,
+    max_attempts: int,
+    stop: asyncio.Event | None = None,
 ) -> tuple[int, int]:
-    """Claim what is due and send it: the number sent, and the number that failed."""
+    """Claim what is due and send it: the number sent, and the number that failed.
+
+    A message is sent only while enough of its lease is left, and never once `stop` is
+    set (shutting down): what is left is claimed again later, so a send is never cut
+    between the SMTP server's answer and its mark."""
     async with sessions() as db:
         claimed = await claim_due(db)
     sent = failed = 0
-    for item in claimed:
+    for claim in claimed:
+        if (stop is not None and stop.is_set()) or utcnow() + SEND_MARGIN > claim.claimed_until:
+            break
         try:
-            await sender.send(item.message)
+            await sender.send(claim.message)
         except MailError as error:
             failed += 1
             async with sessions() as db:
                 given_up = await mark_failed(
-                    db,
-                    message_id=item.id,
-                    attempts=item.attempts,
-                    error=str(error),
-                    max_attempts=max_attempts,
+                    db, claim=claim, error=error, max_attempts=max_attempts
                 )
             log.warning(
                 "mail %d: attempt %d failed (%s)%s",
-                item.id,
-                item.attempts,
+                claim.id,
+                claim.attempts,
                 error,
                 ", given up" if given_up else "",
             )
             continue
         async with sessions() as db:
-            await mark_sent(db, message_id=item.id)
+            await mark_sent(db, claim=claim)
         sent += 1
     return sent, failed
 
