@@ -95,9 +95,7 @@ def init_app(app: Quart) -> None:
     async def _stop_purging() -> None:
         task = PURGE_TASK.pop(app)
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await _cancelled(task)
 
 
 async def _purge_once(settings: Settings) -> int:
@@ -168,9 +166,14 @@ def _init_mail(app: Quart, settings: Settings) -> None:
         grace = 3 * settings.smtp_timeout.total_seconds()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(task), grace)
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await _cancelled(task)
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    """Cancel a background task and wait until it has ended."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _send_pending(settings: Settings, sender: Sender) -> tuple[int, int]:

@@ -84,7 +84,7 @@ class SmtpSender:
             await aiosmtplib.send(
                 mail,
                 sender=parseaddr(settings.mail_from)[1],
-                recipients=[one_address(message.to)],
+                recipients=[str(mail["To"])],  # the one address email_message checked
                 hostname=settings.smtp_host,
                 port=settings.smtp_port,
                 username=settings.smtp_username,
