@@ -65,7 +65,7 @@ $(BENCH_VENV)/.installed: requirements-bench.txt bench/flask_reference/requireme
 	$(BENCH_PY) -m pip install --quiet -r requirements-bench.txt
 	@touch $@
 
-.PHONY: bench bench-smoke bench-profile bench-compare
+.PHONY: bench bench-smoke bench-profile bench-compare bench-lifecycle
 
 ## bench: this service vs the Flask reference (SQLite and PostgreSQL, scaling, table growth);
 ## writes bench/results/<date>/ and bench/latest.{json,png}. Installs wrk (apt-get) when missing.
@@ -84,3 +84,8 @@ bench-profile: $(BIN)/.runtime $(BENCH_VENV)/.installed
 BASELINE ?= HEAD
 bench-compare: $(BIN)/.runtime $(BENCH_VENV)/.installed
 	BENCH_COMMAND="make bench-compare BASELINE=$(BASELINE)" $(BENCH_PY) -m bench.run --compare $(BASELINE) $(BENCH_ARGS)
+
+## bench-lifecycle: forgot-password timing for unknown/inactive/known addresses (interleaved),
+## and an SMTP outage (requests answered while down, mail delivered after, duplicates)
+bench-lifecycle: $(BIN)/.dev
+	$(PY) -m bench.lifecycle $(BENCH_ARGS)

@@ -22,6 +22,8 @@ class Settings(Protocol):
     @property
     def bcrypt_rounds(self) -> int: ...
     @property
+    def frontend_url(self) -> str: ...
+    @property
     def jwt_token_location(self) -> tuple[str, ...]: ...
     @property
     def jwt_cookie_secure(self) -> bool | None: ...
@@ -183,4 +185,6 @@ def production_warnings(settings: Settings) -> list[str]:
         warnings.append("RATE_LIMIT_ENABLED=false: logins and registrations are not limited")
     if settings.mail_backend == "none":
         warnings.append("MAIL_BACKEND=none: no mail is sent (set MAIL_BACKEND=smtp)")
+    elif settings.frontend_url.startswith("http://"):
+        warnings.append("FRONTEND_URL is http://: the links in mail travel unencrypted")
     return warnings

@@ -65,6 +65,7 @@ def _rate_limit(value: Any) -> Any:
 
 
 ORIGIN_RE = re.compile(r"https?://[A-Za-z0-9.-]+(:\d{1,5})?")
+FRONTEND_URL_RE = re.compile(r"https?://[A-Za-z0-9.-]+(:\d{1,5})?(/[A-Za-z0-9._~/-]*)?")
 RATE_LIMIT_RE = re.compile(r"[1-9]\d{0,8}\s*/\s*(second|minute|hour|day)")
 CommaList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_comma_list)]
 RateLimit = Annotated[str, BeforeValidator(_rate_limit)]
@@ -175,6 +176,19 @@ class Settings(BaseSettings):
     smtp_password: SecretStr | None = None
     smtp_security: Literal["starttls", "tls", "none"] = "starttls"
     smtp_timeout: Seconds = Field(timedelta(seconds=10), gt=timedelta(0))
+    #: Where the links in mail point: this + `/reset-password#token=…` (and the others).
+    frontend_url: str = "http://localhost:5000"
+    #: `optional`: login works before the address is proved; `mandatory`: it does not.
+    email_verification: Literal["optional", "mandatory"] = "optional"
+    password_reset_token_expires: Seconds = Field(timedelta(hours=1), gt=timedelta(0))
+    email_verify_token_expires: Seconds = Field(timedelta(days=1), gt=timedelta(0))
+    email_change_token_expires: Seconds = Field(timedelta(hours=1), gt=timedelta(0))
+    #: Forgot-password per client and address, and per client; resending a verification
+    #: link per address (the cooldown) and per client.
+    rate_limit_forgot: RateLimit = "3/hour"
+    rate_limit_forgot_ip: RateLimit = "30/hour"
+    rate_limit_verification: RateLimit = "1/minute"
+    rate_limit_verification_ip: RateLimit = "30/hour"
     debug: bool = False
 
     # -- construction -------------------------------------------------------
@@ -230,6 +244,17 @@ class Settings(BaseSettings):
                 )
         return value
 
+    @field_validator("frontend_url")
+    @classmethod
+    def _frontend_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if not FRONTEND_URL_RE.fullmatch(value):
+            raise ValueError(
+                "expected http(s)://host[:port][/path], no query or fragment, "
+                "e.g. https://app.example.com"
+            )
+        return value
+
     @model_validator(mode="after")
     def _check_keys(self) -> Settings:
         if self.jwt_algorithm.startswith(("RS", "ES")):
@@ -272,6 +297,11 @@ class Settings(BaseSettings):
             resolved["mail_backend"] = "console" if self.env == "development" else "none"
         elif production and self.mail_backend == "console":
             raise ValueError("MAIL_BACKEND: console is refused in production (use smtp)")
+        if (
+            self.email_verification == "mandatory"
+            and resolved.get("mail_backend", self.mail_backend) == "none"
+        ):
+            raise ValueError("EMAIL_VERIFICATION: mandatory needs mail (MAIL_BACKEND=smtp)")
         if self.mail_backend == "smtp" and not self.smtp_host:
             raise ValueError("SMTP_HOST: required with MAIL_BACKEND=smtp")
         if "@" not in parseaddr(self.mail_from)[1] or any(c in self.mail_from for c in "\r\n"):

@@ -25,6 +25,7 @@ APT_TIMEOUT = 600.0
 
 PASSWORD = "correct horse battery staple"  # noqa: S105 (the seeded accounts' password)
 TOKEN_KEYS = {"user", "access_token", "refresh_token", "token_type", "expires_in"}
+#: What both sides' `User` has (this service adds `email_verified` and `email_verified_at`).
 USER_KEYS = {"id", "email", "name", "created_at", "updated_at"}
 DB_NAME_RE = re.compile(r"qaa_bench_[a-z0-9_]{1,40}")
 SIDES = ("service", "flask")

@@ -213,6 +213,7 @@ def start_server(
     *,
     pool_size: int = 5,
     root: Path = PROJECT_ROOT,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[Server]:
     """Migrate/create the schema, start one side and wait until every worker is up.
 
@@ -239,6 +240,7 @@ def start_server(
         )
         if "DB_POOL_SIZE" in sides.service_variables:
             env["DB_POOL_SIZE"] = str(pool_size)
+        env.update(extra_env or {})
         python = str(sides.service_python)
         run_checked(
             [python, "-m", "alembic", "upgrade", "head"],

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 
+from quart import has_request_context
+
 from . import extensions
 from .client import client_ip
 from .crypto.digests import email_digest
@@ -18,13 +20,23 @@ log = logging.getLogger("quart_auth_api.security")
 
 #: Events that mean something was refused, logged at WARNING.
 REFUSALS = frozenset(
-    {"login_failed", "refresh_token_reused", "rate_limited", "csrf_failed", "token_refused"}
+    {
+        "login_failed",
+        "refresh_token_reused",
+        "rate_limited",
+        "csrf_failed",
+        "token_refused",
+        "link_token_refused",
+        "password_check_failed",
+        "login_unverified",
+        "mail_failed",
+    }
 )
 
 
 def audit(event: str, **fields: object) -> None:
     """Log one security event with the client address and `fields` (None values dropped)."""
-    values = {"ip": client_ip() or "-"} | {
+    values = {"ip": (client_ip() if has_request_context() else None) or "-"} | {
         name: _clean(value) for name, value in fields.items() if value is not None
     }
     message = " ".join([f"event={event}", *(f"{name}={value}" for name, value in values.items())])

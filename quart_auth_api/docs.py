@@ -36,6 +36,7 @@ from .errors import (
     all_error_classes,
 )
 from .guards import BEARER_SECURITY, JWT_REQUIRED_ATTRIBUTE
+from .hooks import OPTIONAL_BODY_ATTRIBUTE
 from .schemas import ProblemOut
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -146,7 +147,7 @@ class ApiOpenAPIProvider(OpenAPIProvider):
             }
             operation.setdefault("security", [])  # public unless a guard says otherwise
             if "requestBody" in operation:
-                operation["requestBody"]["required"] = True
+                operation["requestBody"]["required"] = not hasattr(view, OPTIONAL_BODY_ATTRIBUTE)
             operation["description"] = operation.get("description", "").strip()
         components.update(problem_schemas())
         return paths, components
@@ -190,6 +191,11 @@ def init_app(app: Quart) -> None:
         ),
         tags=[
             Tag(name="auth", description="Accounts, tokens and sessions."),
+            Tag(
+                name="account",
+                description="The account lifecycle: password reset and change, address "
+                "verification and change, deletion.",
+            ),
             Tag(name="main", description="Service information and health."),
             Tag(name="keys", description="Public keys that verify tokens (RS256, ES256)."),
         ],

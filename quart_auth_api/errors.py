@@ -61,6 +61,14 @@ class BadRequest(ApiError):
     detail = "The request could not be understood."
 
 
+class InvalidLinkToken(ApiError):
+    """An unknown, expired, used or wrong-purpose link token: one answer for all four."""
+
+    status, title, code = 400, "Bad Request", "invalid_link_token"
+    audit_event = "link_token_refused"
+    detail = "This link is invalid or has expired; ask for a new one."
+
+
 class Unauthorized(ApiError):
     """401 with `WWW-Authenticate: Bearer` per RFC 6750."""
 
@@ -120,6 +128,23 @@ class CsrfFailed(Unauthorized):
     code, bearer_error = "csrf_failed", None
     audit_event = "csrf_failed"
     detail = "The X-CSRF-TOKEN header is missing or does not match the token."
+
+
+class Forbidden(ApiError):
+    status, title = 403, "Forbidden"
+
+
+class WrongPassword(Forbidden):
+    """The password of a logged-in user, asked again before a change, was wrong (403:
+    the token is fine, so this is not a 401 that would make a client log out)."""
+
+    code, audit_event = "invalid_credentials", "password_check_failed"
+    detail = "The password is wrong."
+
+
+class EmailNotVerified(Forbidden):
+    code, audit_event = "email_not_verified", "login_unverified"
+    detail = "Prove your address first: open the link we mailed you (or ask for a new one)."
 
 
 class NotFound(ApiError):
@@ -194,6 +219,11 @@ class ServiceUnavailable(ApiError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": "5"}
+
+
+class MailUnavailable(ApiError):
+    status, title, code = 503, "Service Unavailable", "mail_unavailable"
+    detail = "This service sends no mail (MAIL_BACKEND=none), so this flow is not available."
 
 
 #: Every code the API can answer with, for the README and the OpenAPI document.

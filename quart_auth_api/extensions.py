@@ -118,6 +118,11 @@ def digest_key(app: Quart | None = None) -> bytes:
     return of(app).digest_key
 
 
+def mail_enabled(app: Quart | None = None) -> bool:
+    """Whether mail is sent (MAIL_BACKEND is not `none`)."""
+    return of(app).settings.mail_backend != "none"
+
+
 def build_token_rules(settings: Settings) -> TokenRules:
     """The key set and the claims every token is checked against.
 

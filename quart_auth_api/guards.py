@@ -65,7 +65,8 @@ def jwt_required(
             await verify_jwt_in_request(refresh=refresh, fresh=fresh, optional=optional)
             return await view(*args, **kwargs)
 
-        setattr(wrapper, QUART_SCHEMA_SECURITY_ATTRIBUTE, BEARER_SECURITY)
+        security = [{}, *BEARER_SECURITY] if optional else BEARER_SECURITY
+        setattr(wrapper, QUART_SCHEMA_SECURITY_ATTRIBUTE, security)
         setattr(
             wrapper,
             JWT_REQUIRED_ATTRIBUTE,

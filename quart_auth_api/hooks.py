@@ -6,17 +6,24 @@ import logging
 import re
 import time
 import uuid
-from typing import Any
+from collections.abc import Awaitable, Callable
+from functools import wraps
+from typing import Any, TypeVar
 from urllib.parse import quote
 
+from pydantic import BaseModel
 from quart import Quart, Response, current_app, g, request
 from quart.sessions import SessionInterface, SessionMixin
 from quart.wrappers import BaseRequestWebsocket, Request
 from quart_cors import cors
+from quart_schema import validate_request
 from quart_schema.validation import QUART_SCHEMA_REQUEST_ATTRIBUTE
 
 from . import extensions
 from .errors import InvalidJson, UnsupportedMediaType
+
+M = TypeVar("M", bound=BaseModel)
+R = TypeVar("R")
 
 access_log = logging.getLogger("quart_auth_api.access")
 
@@ -96,12 +103,60 @@ async def _start() -> None:
 
 
 async def _require_json_body() -> None:
-    """415 for a body that is not JSON at all, on routes that take a JSON body."""
+    """415 for a body that is not JSON at all, on routes that take a JSON body (a route
+    whose body is optional also takes none)."""
     if request.method not in BODY_METHODS or request.url_rule is None:
         return
     view = current_app.view_functions.get(request.url_rule.endpoint)
-    if view is not None and hasattr(view, QUART_SCHEMA_REQUEST_ATTRIBUTE) and not request.is_json:
+    if view is None or not hasattr(view, QUART_SCHEMA_REQUEST_ATTRIBUTE) or request.is_json:
+        return
+    if not (hasattr(view, OPTIONAL_BODY_ATTRIBUTE) and await _no_body()):
         raise UnsupportedMediaType()
+
+
+#: Set on a view whose JSON body may be left out (`optional_body`).
+OPTIONAL_BODY_ATTRIBUTE = "_quart_auth_api_optional_body"
+
+
+def optional_body(
+    model: type[M],
+) -> Callable[[Callable[..., Awaitable[R]]], Callable[..., Awaitable[R]]]:
+    """`validate_request(model)` for a body a client may leave out: a request with an
+    empty body gets `model()`, its defaults."""
+
+    def decorator(view: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
+        validated = validate_request(model)(view)
+
+        @wraps(validated)
+        async def wrapper(*args: Any, **kwargs: Any) -> R:
+            if await _no_body():
+                return await view(*args, data=model(), **kwargs)
+            result: R = await validated(*args, **kwargs)
+            return result
+
+        setattr(wrapper, OPTIONAL_BODY_ATTRIBUTE, True)
+        return wrapper
+
+    return decorator
+
+
+async def _no_body() -> bool:
+    """An empty body, whatever its Content-Type says (`fetch` with JSON headers and no
+    body sends `Content-Type: application/json` and `Content-Length: 0`); without a
+    length (chunked, HTTP/2), the body itself is read (and kept for the validation)."""
+    if request.content_length is not None:
+        return request.content_length == 0
+    return not await request.get_data(cache=True)
+
+
+#: A run of characters as long as a secret (a link token is 43 URL-safe characters).
+SECRET_LIKE = re.compile(r"[A-Za-z0-9_=-]{32,}")
+
+
+def _redacted(path: str) -> str:
+    """A path no route matched, as logged: a link token pasted into one
+    (`/reset-password/<token>`) must not reach the log, so long runs are cut out."""
+    return SECRET_LIKE.sub("…", path)
 
 
 async def _finish(response: Response) -> Response:
@@ -117,15 +172,16 @@ async def _finish(response: Response) -> Response:
     if not access_log.isEnabledFor(logging.INFO):
         return response
     duration_ms = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
+    path = request.path if request.url_rule is not None else _redacted(request.path)
     access_log.info(
         "%s %s %s %.1fms",
         request.method,
-        quote(request.path, safe=PATH_SAFE),  # as on the wire: no space can add a field
+        quote(path, safe=PATH_SAFE),  # as on the wire: no space can add a field
         response.status_code,
         duration_ms,
         extra={
             "method": request.method,
-            "path": request.path,
+            "path": path,
             "status": response.status_code,
             "duration_ms": round(duration_ms, 2),
         },

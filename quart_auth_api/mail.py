@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from datetime import timedelta
 from email.message import EmailMessage
 from email.utils import formatdate, getaddresses, make_msgid, parseaddr
 from pathlib import Path
@@ -52,6 +53,64 @@ def render(template: str, *, to: str, subject: str, **context: Any) -> Message:
         text=_environment.get_template(f"{template}.txt").render(values),
         html=_environment.get_template(f"{template}.html").render(values),
     )
+
+
+#: Every mail the service sends: kind -> (subject, what happened). The three link kinds
+#: carry a one-time link to their page (`LINK_PAGES`); the others are notices.
+NOTICES: dict[str, tuple[str, str]] = {
+    "password_reset": (
+        "Reset your password",
+        "Someone asked to reset the password of the account with this address. "
+        "To choose a new password, open this link:",
+    ),
+    "email_verify": (
+        "Confirm your address",
+        "To confirm that this address belongs to your account, open this link:",
+    ),
+    "email_change": (
+        "Confirm your new address",
+        "Someone asked to move an account to this address. To confirm it, open this link:",
+    ),
+    "password_changed": (
+        "Your password was changed",
+        "The password of your account was changed, and every other session was ended. "
+        "If this wasn't you, reset your password now and check your account.",
+    ),
+    "email_change_requested": (
+        "A new address was requested for your account",
+        "Someone asked to move your account to another address. Nothing changes until "
+        "the new address is confirmed. If this wasn't you, change your password now.",
+    ),
+}
+#: The page each link kind opens, under FRONTEND_URL; the token rides in the fragment.
+LINK_PAGES = {
+    "password_reset": "/reset-password",
+    "email_verify": "/verify-email",
+    "email_change": "/confirm-email-change",
+}
+
+
+def notice(
+    kind: str, *, to: str, link: str | None = None, lifetime: timedelta | None = None
+) -> Message:
+    """The mail of `kind` to `to`, with its link and how long the link lasts."""
+    subject, what = NOTICES[kind]
+    expires = f"in {_duration(lifetime)}" if lifetime is not None else None
+    return render("notice", to=to, subject=subject, what=what, link=link, expires=expires)
+
+
+def link_url(frontend_url: str, kind: str, token: str) -> str:
+    """`FRONTEND_URL` + the kind's page + `#token=<token>`."""
+    return f"{frontend_url}{LINK_PAGES[kind]}#token={token}"
+
+
+def _duration(lifetime: timedelta) -> str:
+    seconds = int(lifetime.total_seconds())
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return f"{seconds} seconds"
 
 
 class Sender(Protocol):

@@ -59,12 +59,19 @@ class User(Base):
     name: Mapped[str] = mapped_column(String(100))
     password_hash: Mapped[str] = mapped_column(String(128))
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    #: When the address was proved (a verification link, a reset link, or a confirmed
+    #: e-mail change); None while it is not.
+    email_verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
     sessions: Mapped[list[AuthSession]] = relationship(
         back_populates="user", lazy="raise", passive_deletes=True
     )
+
+    @property
+    def email_verified(self) -> bool:
+        return self.email_verified_at is not None
 
 
 class AuthSession(Base):
@@ -110,9 +117,13 @@ class AccountToken(Base):
 class OutboxMessage(Base):
     """A mail to deliver, written in the transaction that made it necessary.
 
-    A sender claims it by one conditional UPDATE (`claimed_until`, a lease), so no two
-    workers send it twice; `sent_at` ends it (and empties its bodies, which may hold a
-    link), `failed_at` gives it up after MAIL_MAX_ATTEMPTS.
+    `kind` is `notice` for a mail rendered when it was written (its bodies are here), or
+    the purpose of the link it will carry (`password_reset`, `email_verify`,
+    `email_change`): such a mail is composed when it is sent, its one-time token minted
+    then, so that no link ever rests in this table. A sender claims it by one
+    conditional UPDATE (`claimed_until`, a lease), so no two workers send it twice;
+    `sent_at` ends it (and empties its bodies), `failed_at` gives it up after
+    MAIL_MAX_ATTEMPTS.
     """
 
     __tablename__ = "outbox_messages"
@@ -121,6 +132,7 @@ class OutboxMessage(Base):
     user_id: Mapped[int | None] = mapped_column(
         ForeignKey("users.id", ondelete="CASCADE"), index=True
     )
+    kind: Mapped[str] = mapped_column(String(20), default="notice", server_default="notice")
     to_address: Mapped[str] = mapped_column(String(254))
     subject: Mapped[str] = mapped_column(String(200))
     text_body: Mapped[str] = mapped_column(Text)

@@ -1,4 +1,5 @@
-"""Rate limits on login, register and refresh, counted by the `limits` library.
+"""Rate limits on login, register, refresh and the account flows, counted by the `limits`
+library.
 
 Each route has two limits (see `LIMITS`): a narrow one (the account, or the client and
 the account, or the session) and a wide one (the client address). Views call
@@ -56,6 +57,12 @@ LIMITS: dict[str, dict[str, str]] = {
     "login": {"ip+account": "rate_limit_login", "ip": "rate_limit_login_ip"},
     "register": {"account": "rate_limit_register", "ip": "rate_limit_register_ip"},
     "refresh": {"session": "rate_limit_refresh", "ip": "rate_limit_refresh_ip"},
+    "forgot": {"ip+account": "rate_limit_forgot", "ip": "rate_limit_forgot_ip"},
+    "verification": {"account": "rate_limit_verification", "ip": "rate_limit_verification_ip"},
+    # a password asked again (password or e-mail change): the login's limits, per account
+    "reauth": {"account": "rate_limit_login", "ip": "rate_limit_login_ip"},
+    # using a link token: 256 random bits need no narrower limit than the client's
+    "link": {"ip": "rate_limit_login_ip"},
 }
 #: Every Redis key starts with this (tests give each run its own).
 KEY_PREFIX = "qaa:rl"

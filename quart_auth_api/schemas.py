@@ -13,7 +13,15 @@ from typing import Annotated, Any, Literal, Protocol
 from uuid import UUID
 
 from email_validator import SPECIAL_USE_DOMAIN_NAMES
-from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    RootModel,
+    WithJsonSchema,
+)
 
 from .crypto.passwords import BCRYPT_MAX_BYTES
 
@@ -182,6 +190,8 @@ class PublicUser(Protocol):
     def created_at(self) -> datetime: ...
     @property
     def updated_at(self) -> datetime: ...
+    @property
+    def email_verified_at(self) -> datetime | None: ...
 
 
 class UserOut(BaseModel):
@@ -190,6 +200,8 @@ class UserOut(BaseModel):
     id: UUID
     email: str
     name: str
+    email_verified: bool = Field(description="Whether the address has been proved.")
+    email_verified_at: datetime | None = Field(description="When it was proved, or null.")
     created_at: datetime
     updated_at: datetime
 
@@ -199,9 +211,19 @@ class UserOut(BaseModel):
             id=user.public_id,
             email=user.email,
             name=user.name,
+            email_verified=user.email_verified_at is not None,
+            email_verified_at=user.email_verified_at,
             created_at=user.created_at,
             updated_at=user.updated_at,
         )
+
+
+class PendingOut(BaseModel):
+    """A new account that must prove its address before it can log in
+    (`EMAIL_VERIFICATION=mandatory`): the user, and no tokens."""
+
+    user: UserOut
+    verification_required: Literal[True] = True
 
 
 #: A token of the body: absent (never null) when cookies are the only transport.
@@ -239,6 +261,18 @@ class TokenOut(BaseModel):
     )
     token_type: Literal["Bearer"] = "Bearer"  # noqa: S105 (a scheme name, not a secret)
     expires_in: int = Field(description="Seconds until the access token expires.")
+
+
+class LogoutIn(_In):
+    """Which sessions to end: this one (`local`), every other one (`others`), or all
+    of them (`global`)."""
+
+    scope: Literal["local", "others", "global"] = "local"
+
+
+class RegisterOut(RootModel[TokenOut | PendingOut]):
+    """A new account: logged in (the token body), or, with `EMAIL_VERIFICATION=mandatory`,
+    waiting for its address to be proved (the user, `verification_required`, no tokens)."""
 
 
 class MessageOut(BaseModel):

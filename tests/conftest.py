@@ -26,6 +26,7 @@ from quart_auth_api import create_app
 from quart_auth_api.db import Base, create_engine
 from settings import Settings, to_async_url
 from tests.helpers.http import Account, Clock, register
+from tests.helpers.mailbox import mail_settings
 from tests.helpers.processes import (
     SERVER_WORKERS,
     TEST_DATABASE_URL,
@@ -34,6 +35,7 @@ from tests.helpers.processes import (
     run_alembic,
     serve,
 )
+from tests.helpers.smtp import SmtpServer
 
 BACKENDS = ["sqlite"] + (["postgresql"] if TEST_DATABASE_URL else [])
 
@@ -134,6 +136,34 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
 async def account(client: TestClientProtocol) -> Account:
     """One registered user, logged in."""
     return await register(client, email="ada@example.com")
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpServer]:
+    """A real SMTP server (aiosmtpd) on a free port; `smtp.received` is what arrived."""
+    server = SmtpServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def mail_app(
+    database_url: str, smtp: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Quart]:
+    """An app that sends mail through `smtp`. Its background sender is held back (the
+    test delivers with `tests.helpers.mailbox.deliver_all`, so it knows when mail is out)."""
+    from quart_auth_api import cli
+
+    monkeypatch.setattr(cli, "MAIL_POLL", 3600.0)
+    app = create_app(mail_settings(database_url, smtp))
+    async with app.test_app():
+        yield app
+
+
+@pytest.fixture
+def mail_client(mail_app: Quart) -> TestClientProtocol:
+    return mail_app.test_client()
 
 
 @pytest.fixture

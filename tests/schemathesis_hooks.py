@@ -14,7 +14,16 @@ from typing import Any
 import httpx
 import schemathesis
 
-PROTECTED = ["/auth/refresh", "/auth/logout", "/auth/me"]
+PROTECTED = [
+    "/auth/refresh",
+    "/auth/logout",
+    "/auth/me",
+    "/auth/sessions",
+    "/auth/sessions/{session_id}",
+    "/auth/password/change",
+    "/auth/email/change",
+    "/auth/email/change/confirm",
+]
 
 
 @schemathesis.auth(refresh_interval=None).apply_to(path=PROTECTED)

@@ -20,20 +20,32 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.processes import PROJECT_ROOT, production_env, run_alembic, serve
+from tests.helpers.smtp import SmtpServer
 
 pytestmark = pytest.mark.server
 
 EXAMPLES = os.environ.get("QAA_FUZZ_EXAMPLES", "40")
 SEED = os.environ.get("QAA_FUZZ_SEED", "20261125")
-OPERATIONS = 8
+OPERATIONS = 19
 ST_TIMEOUT = float(os.environ.get("QAA_FUZZ_TIMEOUT", "600"))
 
 
-def test_every_operation_conforms_to_the_schema(tmp_path: Path) -> None:
+def test_every_operation_conforms_to_the_schema(tmp_path: Path, smtp: SmtpServer) -> None:
     database_url = f"sqlite:///{tmp_path / 'app.db'}"
     run_alembic(database_url, "upgrade", "head")
-    # every example comes from one client: far more registrations than its rate limit
-    env = production_env(database_url, workers=1, LOG_LEVEL="WARNING", RATE_LIMIT_ENABLED="false")
+    # every example comes from one client: far more registrations than its rate limit;
+    # mail goes to a real SMTP server, so the flows that need it run
+    env = production_env(
+        database_url,
+        workers=1,
+        LOG_LEVEL="WARNING",
+        RATE_LIMIT_ENABLED="false",
+        MAIL_BACKEND="smtp",
+        SMTP_HOST="127.0.0.1",
+        SMTP_PORT=str(smtp.port),
+        SMTP_SECURITY="none",
+        FRONTEND_URL="https://app.example.com",
+    )
     with serve(env, tmp_path / "server.log") as server:
         command = [
             str(Path(sys.executable).parent / "st"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.helpers.http import bearer, login_body, problem, register
+from tests.helpers.http import USER_KEYS, bearer, login_body, problem, register
 
 
 async def rejected(response, code: str) -> dict[str, Any]:
@@ -20,7 +20,7 @@ async def test_me_returns_the_current_user(client, account):
     assert response.mimetype == "application/json"
     body = await response.get_json()
     assert body == account.user
-    assert set(body) == {"id", "email", "name", "created_at", "updated_at"}
+    assert set(body) == USER_KEYS
     assert body["email"] == "ada@example.com"
     assert body["name"] == "Ada Lovelace"
     text = await response.get_data(as_text=True)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -24,14 +23,6 @@ from tests.helpers.processes import PROJECT_ROOT, service_env
 from tests.helpers.smtp import SmtpServer
 
 MAX_ATTEMPTS = 3
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    server = SmtpServer()
-    server.start()
-    yield server
-    server.stop()
 
 
 def smtp_sender(server: SmtpServer) -> SmtpSender:

@@ -10,9 +10,15 @@ from typing import Any
 
 import pytest
 
-from tests.helpers.http import PASSWORD, TOKEN_BODY_KEYS, bearer, claims_of, problem, register
-
-USER_KEYS = {"id", "email", "name", "created_at", "updated_at"}
+from tests.helpers.http import (
+    PASSWORD,
+    TOKEN_BODY_KEYS,
+    USER_KEYS,
+    bearer,
+    claims_of,
+    problem,
+    register,
+)
 
 
 def assert_utc_iso8601(value: str) -> None:

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 import quart_auth_api
 from quart_auth_api import create_app, extensions
@@ -19,7 +19,7 @@ from quart_auth_api.crypto import keys as jwt_keys
 from quart_auth_api.crypto import passwords
 from quart_auth_api.crypto import tokens as jwt_tokens
 from quart_auth_api.db import DATABASE
-from quart_auth_api.models import User
+from quart_auth_api.models import AuthSession, User
 from settings import Settings
 from tests.helpers.http import PASSWORD, register
 
@@ -198,7 +198,8 @@ async def test_login_rehashes_a_password_hashed_at_a_lower_cost(database_url):
 
 async def test_a_rehash_at_login_never_overwrites_a_password_changed_meanwhile(database_url):
     """The login checked the old password; a change lands during its bcrypt check: the
-    change wins (the rehash updates only the hash it checked)."""
+    change wins (the rehash updates only the hash it checked), and the login that proved
+    only the old password opens no session (401, as a login racing a reset must)."""
     cheap = create_app(Settings.for_testing(database_url=database_url, bcrypt_rounds=4))
     async with cheap.test_app():
         account = await register(cheap.test_client())
@@ -217,6 +218,7 @@ async def test_a_rehash_at_login_never_overwrites_a_password_changed_meanwhile(d
 
         hasher.verify = verify_while_changed  # type: ignore[method-assign]
         login = {"email": account.email, "password": PASSWORD}
-        assert (await dearer.test_client().post("/auth/login", json=login)).status_code == 200
+        assert (await dearer.test_client().post("/auth/login", json=login)).status_code == 401
         async with DATABASE.get(dearer).sessionmaker() as db:
             assert await db.scalar(select(User.password_hash)) == changed
+            assert await db.scalar(select(func.count()).select_from(AuthSession)) == 1  # register's

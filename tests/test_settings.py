@@ -264,9 +264,17 @@ def test_the_same_knobs_are_a_developers_own_business():
 
 def test_production_names_each_deliberate_choice_in_one_warning_line():
     quiet = production(
-        METRICS_ENABLED="true", METRICS_TOKEN=STRONG, MAIL_BACKEND="smtp", SMTP_HOST="mx"
+        METRICS_ENABLED="true",
+        METRICS_TOKEN=STRONG,
+        MAIL_BACKEND="smtp",
+        SMTP_HOST="mx",
+        FRONTEND_URL="https://app.example.com",
     )
     assert quiet.production_warnings() == []
+    plain = production(MAIL_BACKEND="smtp", SMTP_HOST="mx", FRONTEND_URL="http://app.example.com")
+    assert plain.production_warnings() == [
+        "FRONTEND_URL is http://: the links in mail travel unencrypted"
+    ]
     loud = production(RATE_LIMIT_ENABLED="false")
     assert loud.production_warnings() == [
         "RATE_LIMIT_ENABLED=false: logins and registrations are not limited",

@@ -9,12 +9,15 @@ from quart import Blueprint, Quart
 from settings import Settings
 
 from .. import extensions
-from . import auth, docs, main, metrics, wellknown
+from . import account, auth, docs, main, metrics, pages, sessions, wellknown
 
 #: (blueprint, served when): `/docs` with DOCS_ENABLED, `/metrics` with METRICS_ENABLED.
 BLUEPRINTS: tuple[tuple[Blueprint, Callable[[Settings], bool]], ...] = (
     (main.bp, lambda settings: True),
     (auth.bp, lambda settings: True),
+    (account.bp, lambda settings: True),
+    (sessions.bp, lambda settings: True),
+    (pages.bp, lambda settings: True),
     (wellknown.bp, lambda settings: True),
     (docs.bp, lambda settings: settings.docs_enabled),
     (metrics.bp, lambda settings: settings.metrics_enabled),

@@ -11,6 +11,7 @@ from ..client import Client
 from ..db import get_db
 from ..docs import documents_errors
 from ..errors import (
+    EmailNotVerified,
     EmailTaken,
     InvalidCredentials,
     RateLimited,
@@ -18,10 +19,21 @@ from ..errors import (
     ServiceUnavailable,
 )
 from ..guards import current_user, get_jwt, get_live_session, jwt_required
+from ..hooks import optional_body
 from ..ratelimit import limit_by_ip, rate_limit
-from ..schemas import LoginIn, MessageOut, RegisterIn, TokenOut, UserOut
+from ..schemas import (
+    LoginIn,
+    LogoutIn,
+    MessageOut,
+    PendingOut,
+    RegisterIn,
+    RegisterOut,
+    TokenOut,
+    UserOut,
+)
 from ..services.accounts import authenticate, register_user
-from ..services.sessions import open_session, revoke_session, rotate_refresh
+from ..services.outbox import enqueue_link
+from ..services.sessions import open_session, revoke_session, revoke_sessions, rotate_refresh
 from ..transport import cookies_enabled, issue_tokens, unset_token_cookies
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
@@ -31,25 +43,34 @@ tag_blueprint(bp, ["auth"])
 @bp.post("/register")
 @documents_errors(EmailTaken, RateLimited, ServiceUnavailable)
 @validate_request(RegisterIn)
-@validate_response(TokenOut, 201)
-async def register(data: RegisterIn) -> tuple[TokenOut, int]:
+@validate_response(RegisterOut, 201)
+async def register(data: RegisterIn) -> tuple[RegisterOut, int]:
     """Create an account and log it in.
 
-    Opens a session and answers with an access token (fresh) and a refresh token.
-    The email is stored lower-cased; a taken email is a 409 `email_taken`.
-    Attempts are limited per email and per client (429 `rate_limited`).
+    Opens a session and answers with an access token (fresh) and a refresh token; with
+    mail on, a link to prove the address is mailed. With `EMAIL_VERIFICATION=mandatory`
+    the answer is the user and no tokens (`verification_required`): log in once the
+    link is opened. The email is stored lower-cased; a taken email is a 409
+    `email_taken`. Attempts are limited per email and per client (429 `rate_limited`).
     """
     await rate_limit("register", "account", "ip", account=data.email)
     db = get_db()
     password_hash = await extensions.hasher().hash(data.password)
     user = await register_user(db, email=data.email, password_hash=password_hash, name=data.name)
+    if extensions.mail_enabled():
+        enqueue_link(db, kind="email_verify", to=user.email, user_id=user.id)
+    if extensions.settings().email_verification == "mandatory":
+        await db.commit()
+        audit("register", user=user.public_id)
+        return RegisterOut(PendingOut(user=UserOut.of(user))), 201
     lifetime = extensions.token_rules().refresh_ttl
     session = await open_session(db, user=user, client=Client.of_request(), lifetime=lifetime)
-    return issue_tokens(user, session.id, generation=0, fresh=True, event="register"), 201
+    tokens = issue_tokens(user, session.id, generation=0, fresh=True, event="register")
+    return RegisterOut(tokens), 201
 
 
 @bp.post("/login")
-@documents_errors(InvalidCredentials, RateLimited, ServiceUnavailable)
+@documents_errors(InvalidCredentials, EmailNotVerified, RateLimited, ServiceUnavailable)
 @validate_request(LoginIn)
 @validate_response(TokenOut)
 async def login(data: LoginIn) -> TokenOut:
@@ -58,14 +79,26 @@ async def login(data: LoginIn) -> TokenOut:
     Opens a new session. A wrong email or password is one generic 401
     `invalid_credentials`, answered in the same time either way. Every attempt,
     right password or not, counts against a limit per client and email and one
-    per client (429 `rate_limited`).
+    per client (429 `rate_limited`). With `EMAIL_VERIFICATION=mandatory`, the right
+    password of an address not yet proved is a 403 `email_not_verified`.
     """
     await rate_limit("login", "ip+account", "ip", account=data.email)
     db = get_db()
-    hasher = extensions.hasher()
-    user = await authenticate(db, hasher=hasher, email=data.email, password=data.password)
+    user = await authenticate(
+        db,
+        hasher=extensions.hasher(),
+        email=data.email,
+        password=data.password,
+        require_verified=extensions.settings().email_verification == "mandatory",
+    )
     lifetime = extensions.token_rules().refresh_ttl
-    session = await open_session(db, user=user, client=Client.of_request(), lifetime=lifetime)
+    session = await open_session(
+        db,
+        user=user,
+        client=Client.of_request(),
+        lifetime=lifetime,
+        checked_hash=user.password_hash,
+    )
     return issue_tokens(user, session.id, generation=0, fresh=True, event="login_ok")
 
 
@@ -101,17 +134,26 @@ async def refresh() -> TokenOut:
 
 @bp.post("/logout")
 @jwt_required()
+@optional_body(LogoutIn)
 @validate_response(MessageOut)
-async def logout() -> MessageOut:
-    """Log out: revoke the session.
+async def logout(data: LogoutIn) -> MessageOut:
+    """Log out: revoke this session, every other one, or all of them.
 
-    The session's access and refresh tokens are refused from then on, in every
-    worker and instance.
+    The body is optional: `scope` is `local` (this session, the default), `others`
+    (every other session of the user: "log out everywhere else") or `global` (all of
+    them). Revoked sessions' access and refresh tokens are refused from then on, in
+    every worker and instance.
     """
     live = get_live_session()
-    await revoke_session(get_db(), session_id=live.session_id, reason="logout")
-    audit("logout", user=live.user.public_id, sid=live.session_id)
-    if cookies_enabled():
+    db = get_db()
+    if data.scope != "local":
+        keep = live.session_id if data.scope == "others" else None
+        await revoke_sessions(db, user_id=live.user.id, reason=f"logout_{data.scope}", keep=keep)
+    if data.scope != "others":
+        await revoke_session(db, session_id=live.session_id, reason="logout")
+    await db.commit()
+    audit("logout", user=live.user.public_id, sid=live.session_id, scope=data.scope)
+    if cookies_enabled() and data.scope != "others":
         unset_token_cookies()
     return MessageOut(message="Successfully logged out.")
 

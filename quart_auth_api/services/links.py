@@ -83,6 +83,18 @@ async def consume_link(db: AsyncSession, *, raw: str, purpose: Purpose) -> Consu
     return None if row is None else ConsumedLink(row.user_id, row.target_email)
 
 
+async def find_link(db: AsyncSession, *, raw: str, purpose: Purpose) -> int | None:
+    """The id of the token if it could be used now (consuming it may still lose a race)."""
+    return await db.scalar(
+        select(AccountToken.id).where(
+            AccountToken.digest == link_digest(raw),
+            AccountToken.purpose == purpose,
+            AccountToken.used_at.is_(None),
+            AccountToken.expires_at > utcnow(),
+        )
+    )
+
+
 async def void_links(db: AsyncSession, *, user_id: int, purpose: Purpose) -> int:
     """Mark every unused token of the user and purpose as used; how many there were."""
     result = await db.execute(

@@ -1,24 +1,31 @@
 """The outbox: mail written in the transaction that needs it, delivered later.
 
-`enqueue` adds a message to the caller's transaction (it commits with the token the mail
-carries, or not at all). `claim_due` takes due messages with one conditional UPDATE that
-sets a lease (`claimed_until`): two senders never hold one message at once, on
-PostgreSQL `FOR UPDATE SKIP LOCKED` lets them take different ones, and a lease that
-ran out (a worker that died) makes the message due again. `deliver_due` sends what it
-claimed outside any transaction and marks each message sent (emptying its bodies) or
-failed, to be tried again after a backoff, until MAIL_MAX_ATTEMPTS.
+`enqueue` adds a rendered notice to the caller's transaction (it commits with the change
+it tells of, or not at all); `enqueue_link` adds a mail that will carry a one-time link:
+it is composed by the sender (`compose`, from `services/accounts.py`), which mints the
+link's token then, so that no usable link ever rests in the outbox, and a mail that
+waited out an SMTP outage arrives with a link of full lifetime.
+
+`claim_due` takes due messages with one conditional UPDATE that sets a lease
+(`claimed_until`): two senders never hold one message at once, on PostgreSQL `FOR UPDATE
+SKIP LOCKED` lets them take different ones, and a lease that ran out (a worker that
+died) makes the message due again. `deliver_due` sends what it claimed outside any
+transaction and marks each message sent (emptying its bodies) or failed, to be tried
+again after a backoff, until MAIL_MAX_ATTEMPTS.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from ..audit import audit
 from ..db import delete_batch
 from ..mail import MailError, Message, Sender
 from ..models import OutboxMessage, utcnow
@@ -34,6 +41,8 @@ SEND_MARGIN = timedelta(minutes=2)
 BACKOFF = timedelta(seconds=30)
 BACKOFF_MAX = timedelta(hours=1)
 BATCH = 5
+#: The kind of a mail rendered when it was written.
+NOTICE = "notice"
 
 
 @dataclass(frozen=True)
@@ -45,17 +54,42 @@ class Claimed:
     attempts: int
     claimed_until: datetime
     message: Message
+    kind: str = NOTICE
+    user_id: int | None = None
+
+
+#: Composes a link mail when it is sent: its message, or None when there is nobody to
+#: send it to any more (no active account, an address already proved).
+Compose = Callable[[AsyncSession, Claimed], Awaitable[Message | None]]
 
 
 def enqueue(db: AsyncSession, *, message: Message, user_id: int | None) -> None:
     """Add `message` to the caller's transaction (it commits with it)."""
     db.add(
         OutboxMessage(
+            kind=NOTICE,
             user_id=user_id,
             to_address=message.to,
             subject=message.subject,
             text_body=message.text,
             html_body=message.html,
+            attempts=0,
+            next_attempt_at=utcnow(),
+        )
+    )
+
+
+def enqueue_link(db: AsyncSession, *, kind: str, to: str, user_id: int | None) -> None:
+    """Add a mail of link `kind` to `to` to the caller's transaction; its body and token
+    are made when it is sent (`Compose`)."""
+    db.add(
+        OutboxMessage(
+            kind=kind,
+            user_id=user_id,
+            to_address=to,
+            subject="",
+            text_body="",
+            html_body="",
             attempts=0,
             next_attempt_at=utcnow(),
         )
@@ -98,6 +132,8 @@ async def claim_due(db: AsyncSession, *, limit: int = BATCH) -> list[Claimed]:
         .returning(
             OutboxMessage.id,
             OutboxMessage.attempts,
+            OutboxMessage.kind,
+            OutboxMessage.user_id,
             OutboxMessage.to_address,
             OutboxMessage.subject,
             OutboxMessage.text_body,
@@ -113,6 +149,8 @@ async def claim_due(db: AsyncSession, *, limit: int = BATCH) -> list[Claimed]:
             row.attempts,
             lease,
             Message(row.to_address, row.subject, row.text_body, row.html_body),
+            row.kind,
+            row.user_id,
         )
         for row in rows
     ]
@@ -126,12 +164,14 @@ def _holding(claim: Claimed) -> ColumnElement[bool]:
     )
 
 
-async def mark_sent(db: AsyncSession, *, claim: Claimed) -> None:
-    """Sent: kept for the purge, without the bodies (they may hold a link)."""
+async def mark_sent(db: AsyncSession, *, claim: Claimed, skipped: bool = False) -> None:
+    """Sent (or, `skipped`, ended unsent: nobody to send it to): kept for the purge,
+    without the bodies."""
+    note = {"last_error": "skipped: nobody to send it to"} if skipped else {}
     await db.execute(
         update(OutboxMessage)
         .where(_holding(claim))
-        .values(sent_at=utcnow(), claimed_until=None, text_body="", html_body="")
+        .values(sent_at=utcnow(), claimed_until=None, text_body="", html_body="", **note)
         .execution_options(synchronize_session=False)
     )
     await db.commit()
@@ -171,39 +211,66 @@ async def deliver_due(
     sender: Sender,
     *,
     max_attempts: int,
+    compose: Compose | None = None,
     stop: asyncio.Event | None = None,
 ) -> tuple[int, int]:
     """Claim what is due and send it: the number sent, and the number that failed.
 
-    A message is sent only while enough of its lease is left, and never once `stop` is
-    set (shutting down): what is left is claimed again later, so a send is never cut
-    between the SMTP server's answer and its mark."""
+    A link mail is composed first (`compose`: its token is minted then; a retry mints a
+    new one, which voids the old). A message is sent only while enough of its lease is
+    left, and never once `stop` is set (shutting down): what is left is claimed again
+    later, so a send is never cut between the SMTP server's answer and its mark."""
     async with sessions() as db:
         claimed = await claim_due(db)
     sent = failed = 0
     for claim in claimed:
         if (stop is not None and stop.is_set()) or utcnow() + SEND_MARGIN > claim.claimed_until:
             break
+        message = await _message_of(sessions, claim, compose)
+        if message is None:
+            async with sessions() as db:
+                await mark_sent(db, claim=claim, skipped=True)
+            continue
         try:
-            await sender.send(claim.message)
+            await sender.send(message)
         except MailError as error:
             failed += 1
-            async with sessions() as db:
-                given_up = await mark_failed(
-                    db, claim=claim, error=error, max_attempts=max_attempts
-                )
-            log.warning(
-                "mail %d: attempt %d failed (%s)%s",
-                claim.id,
-                claim.attempts,
-                error,
-                ", given up" if given_up else "",
-            )
+            await _failed(sessions, claim, error, max_attempts)
             continue
         async with sessions() as db:
             await mark_sent(db, claim=claim)
         sent += 1
     return sent, failed
+
+
+async def _message_of(
+    sessions: async_sessionmaker[AsyncSession], claim: Claimed, compose: Compose | None
+) -> Message | None:
+    if claim.kind == NOTICE:
+        return claim.message
+    if compose is None:
+        raise RuntimeError(f"a {claim.kind} mail needs a composer")
+    async with sessions() as db:
+        return await compose(db, claim)
+
+
+async def _failed(
+    sessions: async_sessionmaker[AsyncSession],
+    claim: Claimed,
+    error: MailError,
+    max_attempts: int,
+) -> None:
+    async with sessions() as db:
+        given_up = await mark_failed(db, claim=claim, error=error, max_attempts=max_attempts)
+    log.warning(
+        "mail %d: attempt %d failed (%s)%s",
+        claim.id,
+        claim.attempts,
+        error,
+        ", given up" if given_up else "",
+    )
+    if given_up:
+        audit("mail_failed", mail=claim.id, kind=claim.kind, attempts=claim.attempts)
 
 
 async def purge_outbox(db: AsyncSession, *, older_than: datetime, batch: int) -> int:

@@ -10,9 +10,10 @@ from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ..audit import account_ref
 from ..client import Client
 from ..db import delete_batch, read_one, write
-from ..errors import EmailTaken, RefreshTokenReused, TokenRevoked
+from ..errors import EmailTaken, InvalidCredentials, RefreshTokenReused, TokenRevoked
 from ..models import AuthSession, User, utcnow
 
 MAX_USER_AGENT = 512
@@ -32,6 +33,7 @@ class CurrentUser:
     name: str
     created_at: datetime
     updated_at: datetime
+    email_verified_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,9 +47,20 @@ class LiveSession:
 
 
 async def open_session(
-    db: AsyncSession, *, user: User, client: Client, lifetime: timedelta
+    db: AsyncSession,
+    *,
+    user: User,
+    client: Client,
+    lifetime: timedelta,
+    checked_hash: str | None = None,
 ) -> AuthSession:
-    """Open a login session for `user` and commit it (with the user, on registration)."""
+    """Open a login session for `user` and commit it (with the user, on registration).
+
+    `checked_hash` is the password hash a login just checked: the session opens only if
+    it is still the user's, read under a share lock after the insert, so that a login
+    racing a password reset either sees the new password (and fails) or commits first
+    (and the reset's revocation sees its session): never a session that outlives the
+    reset on the old password."""
     now = utcnow()
     session = AuthSession(
         user_id=user.id,
@@ -59,10 +72,21 @@ async def open_session(
     )
     db.add(session)
     try:
-        await db.commit()
+        await db.flush()
     except IntegrityError:
         await db.rollback()
         raise EmailTaken() from None
+    if checked_hash is not None:
+        current = await db.scalar(
+            select(User.password_hash)
+            .where(User.id == user.id, User.is_active.is_(True))  # nor disabled meanwhile
+            .with_for_update(read=True)
+        )
+        if current != checked_hash:
+            account = account_ref(user.email)  # before the rollback expires `user`
+            await db.rollback()
+            raise InvalidCredentials(account=account)
+    await db.commit()
     return session
 
 
@@ -76,6 +100,7 @@ LIVE_SESSION = (
         User.name,
         User.created_at,
         User.updated_at,
+        User.email_verified_at,
         AuthSession.generation,
         AuthSession.rotated_at,
     )
@@ -99,7 +124,15 @@ async def load_live_session(
     row = await read_one(LIVE_SESSION, parameters)
     if row is None:
         return None
-    user = CurrentUser(row.id, row.public_id, row.email, row.name, row.created_at, row.updated_at)
+    user = CurrentUser(
+        row.id,
+        row.public_id,
+        row.email,
+        row.name,
+        row.created_at,
+        row.updated_at,
+        row.email_verified_at,
+    )
     return LiveSession(user, session_id, row.generation, row.rotated_at)
 
 
@@ -210,6 +243,79 @@ async def revoke_session(db: AsyncSession, *, session_id: uuid.UUID, reason: str
     )
     await db.commit()
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def revoke_sessions(
+    db: AsyncSession, *, user_id: int, reason: str, keep: uuid.UUID | None = None
+) -> int:
+    """Revoke every live session of the user but `keep`; how many. The caller commits
+    (with the change that made it necessary)."""
+    condition = [AuthSession.user_id == user_id, AuthSession.revoked_at.is_(None)]
+    if keep is not None:
+        condition.append(AuthSession.id != keep)
+    result = await db.execute(
+        update(AuthSession)
+        .where(*condition)
+        .values(revoked_at=utcnow(), revoked_reason=reason)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def revoke_user_session(
+    db: AsyncSession, *, user_id: int, session_id: uuid.UUID, reason: str
+) -> bool:
+    """Revoke one live session, only if it is the user's (another user's is as unknown
+    as no session at all); commit."""
+    result = await db.execute(
+        update(AuthSession)
+        .where(
+            AuthSession.id == session_id,
+            AuthSession.user_id == user_id,
+            AuthSession.revoked_at.is_(None),
+            AuthSession.expires_at > utcnow(),
+        )
+        .values(revoked_at=utcnow(), revoked_reason=reason)
+        .execution_options(synchronize_session=False)
+    )
+    await db.commit()
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def list_sessions(db: AsyncSession, *, user_id: int) -> list[AuthSession]:
+    """The user's live sessions, newest first."""
+    result = await db.scalars(
+        select(AuthSession)
+        .where(
+            AuthSession.user_id == user_id,
+            AuthSession.revoked_at.is_(None),
+            AuthSession.expires_at > utcnow(),
+        )
+        .order_by(AuthSession.created_at.desc(), AuthSession.id)
+    )
+    return list(result)
+
+
+async def restart_session(db: AsyncSession, *, session_id: uuid.UUID, lifetime: timedelta) -> int:
+    """Move the session to a new generation after a credential change, with no grace for
+    the refresh token it had (a replay of it is a reuse); the new generation. The
+    caller commits."""
+    now = utcnow()
+    generation = await db.scalar(
+        update(AuthSession)
+        .where(AuthSession.id == session_id, AuthSession.revoked_at.is_(None))
+        .values(
+            generation=AuthSession.generation + 1,
+            rotated_at=None,
+            last_used_at=now,
+            expires_at=now + lifetime,
+        )
+        .returning(AuthSession.generation)
+        .execution_options(synchronize_session=False)
+    )
+    if generation is None:
+        raise TokenRevoked()
+    return int(generation)
 
 
 async def purge_sessions(db: AsyncSession, *, older_than: datetime, batch: int) -> int:

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import logging
+from contextlib import AsyncExitStack
 from typing import Any
 
+from quart import Quart
+from quart.typing import TestClientProtocol as Client
+
+from quart_auth_api import create_app
+from quart_auth_api.mail import NOTICES
 from tests.helpers.http import problem
+from tests.helpers.mailbox import link_token, mail_settings, to
+from tests.helpers.smtp import SmtpServer
 
 REALM = 'Bearer realm="quart-auth-api"'
 #: The fixed details of the 401 answers (what a client may show; nothing else).
@@ -61,3 +71,47 @@ class CountingBcrypt:
 
     def names(self) -> list[str]:
         return [name for name, _, _ in self.calls]
+
+
+# -- the account lifecycle (test_account_attacks.py, test_account_enumeration.py) --------
+
+#: Headers that differ between any two answers, whatever the answers say.
+PER_REQUEST_HEADERS = frozenset({"x-request-id", "date"})
+
+
+async def answer_of(response: Any) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """Status, body without its request id, and headers (lower-cased names) without the
+    per-request ones: what must be identical between two answers that may tell nothing."""
+    body = dict(await response.get_json(force=True))
+    body.pop("request_id", None)
+    headers = {
+        name.lower(): value
+        for name, value in response.headers.items()
+        if name.lower() not in PER_REQUEST_HEADERS
+    }
+    return response.status_code, body, headers
+
+
+def mailed_token(smtp: SmtpServer, address: str, kind: str) -> str:
+    """The token of the newest link mail of `kind` (a purpose) that arrived for `address`."""
+    subject = NOTICES[kind][0]
+    found = [message for message in to(smtp, address) if message["Subject"] == subject]
+    assert found, f"no {kind} mail for {address}: {[m['Subject'] for m in smtp.received]}"
+    return link_token(found[-1])
+
+
+async def open_mail_app(
+    stack: AsyncExitStack, database_url: str, smtp: SmtpServer, **overrides: Any
+) -> tuple[Quart, Client]:
+    """An app sending through `smtp` with these settings, serving until `stack` closes
+    (hold its background sender back first: `monkeypatch.setattr(cli, "MAIL_POLL", ...)`)."""
+    app = create_app(mail_settings(database_url, smtp, **overrides))
+    await stack.enter_async_context(app.test_app())
+    return app, app.test_client()
+
+
+def event_text(record: logging.LogRecord) -> str:
+    """A log record as any handler could write it: its message and its extra fields."""
+    standard = vars(logging.makeLogRecord({}))
+    extras = {name: value for name, value in vars(record).items() if name not in standard}
+    return record.getMessage() + " " + json.dumps(extras, default=str, sort_keys=True)

@@ -15,6 +15,16 @@ from quart.typing import TestClientProtocol
 from settings import Settings
 
 PASSWORD = "correct horse battery"
+#: What `User` shows, and nothing more.
+USER_KEYS = {
+    "id",
+    "email",
+    "name",
+    "email_verified",
+    "email_verified_at",
+    "created_at",
+    "updated_at",
+}
 TOKEN_BODY_KEYS = {"user", "access_token", "refresh_token", "token_type", "expires_in"}
 
 

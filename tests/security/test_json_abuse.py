@@ -14,11 +14,11 @@ import pytest
 
 from settings import Settings
 from tests.helpers.attacks import CountingBcrypt, refused
-from tests.helpers.http import PASSWORD, problem
+from tests.helpers.http import PASSWORD, USER_KEYS, problem
 
 JSON = {"Content-Type": "application/json"}
 USER = {"email": "abuse@example.com", "password": PASSWORD, "name": "Abuse"}
-USER_FIELDS = {"id", "email", "name", "created_at", "updated_at"}
+USER_FIELDS = USER_KEYS
 TOO_LONG = "must be at most 72 bytes in UTF-8 (bcrypt's limit); use a shorter passphrase"
 
 
