@@ -307,8 +307,6 @@ async def test_of_two_parallel_resets_with_one_token_exactly_one_wins(mail_app, 
         assert (await login(mail_client, account.email, loser)).status_code == 401
 
 
-#: The race below can land a login in open_session's re-check of the hash, which answers
-#: 500 instead of 401 (see the test after it); green either way until that is fixed.
 async def test_a_login_racing_a_reset_with_the_old_password_leaves_no_session(
     mail_app, mail_client, smtp
 ):
@@ -335,7 +333,8 @@ async def test_a_login_whose_password_check_straddles_a_reset_is_refused(
     mail_app, mail_client, smtp, monkeypatch
 ):
     """The login checks the old password, then the reset commits, then the login would
-    open its session: it must see the new hash and fail (401), leaving no session."""
+    open its session: it must see the new hash and fail (401), leaving no session. (The
+    race above reaches this order only now and then; here it is forced.)"""
     account = await register(mail_client)
     token = await reset_token(mail_app, smtp, account.email)
     hasher = extensions.hasher(mail_app)
