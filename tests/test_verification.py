@@ -27,19 +27,10 @@ from quart_auth_api import cli, create_app
 from quart_auth_api.db import DATABASE
 from quart_auth_api.models import AuthSession, User
 from settings import ConfigError, Settings
-from tests.helpers.http import PASSWORD, bearer, login, problem, register
+from tests.helpers.http import PASSWORD, USER_KEYS, bearer, login, problem, register
 from tests.helpers.mailbox import deliver_all, link_of, link_token, mail_settings, to
 from tests.helpers.smtp import SmtpServer
 
-USER_KEYS = {
-    "id",
-    "email",
-    "name",
-    "email_verified",
-    "email_verified_at",
-    "created_at",
-    "updated_at",
-}
 VERIFY_LINK = "http://localhost:5000/verify-email#token="
 WRONG = "wrong horse battery"
 
