@@ -189,6 +189,15 @@ class Settings(BaseSettings):
     rate_limit_forgot_ip: RateLimit = "30/hour"
     rate_limit_verification: RateLimit = "1/minute"
     rate_limit_verification_ip: RateLimit = "30/hour"
+    #: The key that seals TOTP secrets (a Fernet key); unset, one is derived from
+    #: SECRET_KEY (HKDF). Retired keys that still open secrets sealed under them.
+    mfa_encryption_key: SecretStr | None = None
+    mfa_encryption_key_fallbacks: CommaList = ()
+    #: The name authenticator apps show beside the account.
+    mfa_issuer: str = Field("Quart Auth API", min_length=1, max_length=100)
+    #: Second-factor codes (login challenge and enrolment) per account, and per client.
+    rate_limit_mfa: RateLimit = "10/hour"
+    rate_limit_mfa_ip: RateLimit = "60/hour"
     debug: bool = False
 
     # -- construction -------------------------------------------------------

@@ -14,7 +14,7 @@ from quart import Quart
 
 from settings import Settings
 
-from . import cli, db, docs, errors, extensions, hooks, logs, metrics, ratelimit
+from . import cli, cli_users, db, docs, errors, extensions, hooks, logs, metrics, ratelimit
 from ._version import __version__
 from .blueprints import register_blueprints
 from .guards import (
@@ -55,6 +55,7 @@ def create_app(config: Settings | None = None) -> Quart:
     hooks.init_app(app)
     errors.init_app(app)
     cli.init_app(app)  # before db: its background purge stops before the engine closes
+    cli_users.init_app(app)
     db.init_app(app)
     docs.init_app(app)
     ratelimit.init_app(app)

@@ -30,6 +30,10 @@ REFUSALS = frozenset(
         "password_check_failed",
         "login_unverified",
         "mail_failed",
+        "mfa_challenge_failed",
+        "mfa_token_refused",
+        "mfa_code_refused",
+        "aal2_refused",
     }
 )
 

@@ -20,10 +20,12 @@ from werkzeug.routing import Rule
 from . import extensions
 from ._version import __version__
 from .errors import (
+    Aal2Required,
     ApiError,
     FreshTokenRequired,
     InternalError,
     InvalidJson,
+    MfaRequired,
     PayloadTooLarge,
     ServiceUnavailable,
     TokenExpired,
@@ -35,7 +37,7 @@ from .errors import (
     WrongTokenType,
     all_error_classes,
 )
-from .guards import BEARER_SECURITY, JWT_REQUIRED_ATTRIBUTE
+from .guards import BEARER_SECURITY, JWT_REQUIRED_ATTRIBUTE, STEP_UP_ATTRIBUTE
 from .hooks import OPTIONAL_BODY_ATTRIBUTE
 from .schemas import ProblemOut
 
@@ -95,6 +97,10 @@ def route_errors(view: Callable[..., Any]) -> list[type[ApiError]]:
             errors.append(TokenMissing)
         if guard["fresh"]:
             errors.append(FreshTokenRequired)
+        if guard["aal2"]:
+            errors.extend((Aal2Required, MfaRequired))
+        if getattr(view, STEP_UP_ATTRIBUTE, False):
+            errors.append(Aal2Required)
         errors.append(ServiceUnavailable)
     errors.append(InternalError)
     return list(dict.fromkeys(errors))

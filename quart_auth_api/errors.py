@@ -130,8 +130,47 @@ class CsrfFailed(Unauthorized):
     detail = "The X-CSRF-TOKEN header is missing or does not match the token."
 
 
+class MfaInvalidCode(Unauthorized):
+    """A login's second factor was refused: a wrong code, one of a time step already
+    used, or an unknown or used recovery code (one answer for all)."""
+
+    code, bearer_error = "mfa_invalid_code", None
+    audit_event = "mfa_challenge_failed"
+    detail = "The code is wrong or was already used."
+
+
+class MfaTokenInvalid(Unauthorized):
+    """An unknown, expired, used or exhausted `mfa_token`: one answer for all four."""
+
+    code, bearer_error = "mfa_token_invalid", None
+    audit_event = "mfa_token_refused"
+    detail = "This login has expired or had too many tries: log in again."
+
+
 class Forbidden(ApiError):
     status, title = 403, "Forbidden"
+
+
+class WrongMfaCode(Forbidden):
+    """A code checked for a logged-in user (confirming an enrolment) was wrong (403, as
+    `WrongPassword`: the token is fine)."""
+
+    code, audit_event = "mfa_invalid_code", "mfa_code_refused"
+    detail = "The code is wrong or was already used."
+
+
+class Aal2Required(Forbidden):
+    """The user has a second factor and this session has not passed it."""
+
+    code, audit_event = "aal2_required", "aal2_refused"
+    detail = "This needs a session that passed the second factor: log in with your code."
+
+
+class MfaRequired(Forbidden):
+    """The route needs a second factor and the user has none."""
+
+    code, audit_event = "mfa_required", "aal2_refused"
+    detail = "This needs a second factor: enrol one first (POST /auth/mfa/totp)."
 
 
 class WrongPassword(Forbidden):
@@ -167,6 +206,11 @@ class MethodNotAllowedError(ApiError):
 class EmailTaken(ApiError):
     status, title, code = 409, "Conflict", "email_taken"
     detail = "An account with this email already exists."
+
+
+class MfaAlreadyEnrolled(ApiError):
+    status, title, code = 409, "Conflict", "mfa_already_enrolled"
+    detail = "A TOTP factor is already enrolled: remove it first."
 
 
 class PayloadTooLarge(ApiError):

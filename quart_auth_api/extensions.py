@@ -1,9 +1,10 @@
 """What `create_app` builds from settings, and the typed getters for it.
 
 `install()` reads the settings once into the objects the package works with: the
-token rules (keys, claims and lifetimes), the password hasher. Modules read them with
-`settings()`, `token_rules()`, `hasher()` and `digest_key()`; what a module opens only while serving
-(the database, the rate limiter) lives in a typed `Slot` that the module declares.
+token rules (keys, claims and lifetimes), the password hasher, the sealer of TOTP
+secrets. Modules read them with `settings()`, `token_rules()`, `hasher()`,
+`digest_key()` and `sealer()`; what a module opens only while serving (the database,
+the rate limiter) lives in a typed `Slot` that the module declares.
 No other module uses a string key into `app.extensions`.
 """
 
@@ -19,7 +20,7 @@ from quart import Quart, current_app
 
 from settings import ConfigError, Settings
 
-from .crypto.digests import ACCOUNT_DIGEST, derive_key
+from .crypto.digests import ACCOUNT_DIGEST, MFA_SEALING, derive_key
 from .crypto.keys import (
     HMAC_ALGORITHMS,
     InvalidKey,
@@ -31,6 +32,7 @@ from .crypto.keys import (
     read_key_file,
 )
 from .crypto.passwords import PasswordHasher
+from .crypto.sealing import InvalidSealingKey, Sealer, checked_key, fernet_key
 from .crypto.tokens import TokenRules
 
 #: The one key of this package in `app.extensions`.
@@ -46,6 +48,8 @@ class Extensions:
     hasher: PasswordHasher
     #: The key of the account digests in log lines and rate-limit keys.
     digest_key: bytes
+    #: Seals and opens the TOTP secrets.
+    sealer: Sealer
     #: What the modules' slots hold while serving.
     serving: dict[Slot[Any], Any] = field(default_factory=dict)
 
@@ -85,7 +89,9 @@ def install(app: Quart, settings: Settings) -> Extensions:
     with serving."""
     hasher = PasswordHasher(rounds=settings.bcrypt_rounds, threads=settings.bcrypt_threads)
     digest_key = derive_key(settings.secret_key.get_secret_value(), ACCOUNT_DIGEST)
-    extensions = Extensions(settings, build_token_rules(settings), hasher, digest_key)
+    extensions = Extensions(
+        settings, build_token_rules(settings), hasher, digest_key, build_sealer(settings)
+    )
     app.extensions[KEY] = extensions
     app.before_serving(hasher.warm_up)
 
@@ -116,6 +122,10 @@ def hasher(app: Quart | None = None) -> PasswordHasher:
 
 def digest_key(app: Quart | None = None) -> bytes:
     return of(app).digest_key
+
+
+def sealer(app: Quart | None = None) -> Sealer:
+    return of(app).sealer
 
 
 def mail_enabled(app: Quart | None = None) -> bool:
@@ -157,11 +167,26 @@ def build_token_rules(settings: Settings) -> TokenRules:
         )
 
 
+def build_sealer(settings: Settings) -> Sealer:
+    """The TOTP secrets' keys: MFA_ENCRYPTION_KEY (or, unset, a key derived from
+    SECRET_KEY) seals, it and MFA_ENCRYPTION_KEY_FALLBACKS open."""
+    keys: list[bytes] = []
+    if settings.mfa_encryption_key is None:
+        derived = derive_key(settings.secret_key.get_secret_value(), MFA_SEALING)
+        keys.append(fernet_key(derived))
+    else:
+        with _refused_as("MFA_ENCRYPTION_KEY"):
+            keys.append(checked_key(settings.mfa_encryption_key.get_secret_value()))
+    with _refused_as("MFA_ENCRYPTION_KEY_FALLBACKS"):
+        keys += (checked_key(key) for key in settings.mfa_encryption_key_fallbacks)
+    return Sealer(keys)
+
+
 @contextmanager
 def _refused_as(variable: str, path: Path | None = None) -> Iterator[None]:
     """An unusable key as `config error: VARIABLE: [file: ]why`, one line."""
     try:
         yield
-    except InvalidKey as error:
+    except (InvalidKey, InvalidSealingKey) as error:
         where = f"{path}: " if path is not None else ""
         raise ConfigError(f"config error: {variable}: {where}{error}") from None

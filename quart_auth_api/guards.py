@@ -5,7 +5,9 @@
 token cookies through `transport.py`). It verifies the
 token (signature, algorithm, claims, type, freshness) and then checks, with one
 indexed query, that the token's session is live and its user active, so a
-logout or a revocation takes effect at once in every worker.
+logout or a revocation takes effect at once in every worker. `aal2=True` also needs
+a session that passed the second factor: the session's row says so, not the token's
+`aal` claim alone.
 
     from quart_auth_api import current_user, get_jwt, jwt_required
 
@@ -13,6 +15,10 @@ logout or a revocation takes effect at once in every worker.
     @jwt_required()
     async def reports():
         return {"owner": current_user.email, "session": get_jwt()["sid"]}
+
+    @bp.post("/payouts")
+    @jwt_required(fresh=True, aal2=True)    # a password just now, and a TOTP code
+    async def payout(): ...
 """
 
 from __future__ import annotations
@@ -28,15 +34,19 @@ from werkzeug.local import LocalProxy
 
 from . import extensions
 from .crypto import tokens
+from .db import get_db
 from .errors import (
+    Aal2Required,
     CsrfFailed,
     FreshTokenRequired,
+    MfaRequired,
     TokenExpired,
     TokenInvalid,
     TokenMissing,
     TokenRevoked,
     WrongTokenType,
 )
+from .services.mfa import has_factor
 from .services.sessions import CurrentUser, LiveSession, load_live_session
 from .transport import cookie_token, csrf_ok, headers_enabled
 
@@ -47,22 +57,26 @@ R = TypeVar("R")
 BEARER_SECURITY: list[dict[str, list[str]]] = [{"bearer": []}]
 #: What `jwt_required` asks for, read by the OpenAPI document.
 JWT_REQUIRED_ATTRIBUTE = "_quart_auth_api_jwt_required"
+#: Set by `aal2_if_enrolled`, read by the OpenAPI document.
+STEP_UP_ATTRIBUTE = "_quart_auth_api_aal2_if_enrolled"
 
 
 def jwt_required(
-    *, refresh: bool = False, fresh: bool = False, optional: bool = False
+    *, refresh: bool = False, fresh: bool = False, optional: bool = False, aal2: bool = False
 ) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
     """Protect a view: a valid access token (or refresh token with `refresh=True`).
 
     `fresh=True` also needs an access token minted by a password check (login or
-    registration), not by a refresh. `optional=True` lets a request without any
-    token through (then `current_user` is None), but a bad token is still a 401.
+    registration), not by a refresh. `aal2=True` needs an access token of a session
+    that passed the second factor (TOTP or a recovery code): 403 `aal2_required`, or
+    `mfa_required` for a user with no factor. `optional=True` lets a request without
+    any token through (then `current_user` is None), but a bad token is still a 401.
     """
 
     def decorator(view: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
         @wraps(view)
         async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            await verify_jwt_in_request(refresh=refresh, fresh=fresh, optional=optional)
+            await verify_jwt_in_request(refresh=refresh, fresh=fresh, optional=optional, aal2=aal2)
             return await view(*args, **kwargs)
 
         security = [{}, *BEARER_SECURITY] if optional else BEARER_SECURITY
@@ -70,15 +84,50 @@ def jwt_required(
         setattr(
             wrapper,
             JWT_REQUIRED_ATTRIBUTE,
-            {"refresh": refresh, "fresh": fresh, "optional": optional},
+            {"refresh": refresh, "fresh": fresh, "optional": optional, "aal2": aal2},
         )
         return wrapper
 
     return decorator
 
 
+def aal2_if_enrolled(view: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """Below `jwt_required()`: a user who has a second factor needs an `aal2` session
+    here (403 `aal2_required`); a user without one passes (a stolen password must not
+    be enough to change the credentials that would lock the owner out)."""
+
+    @wraps(view)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        await check_aal2_if_enrolled()
+        return await view(*args, **kwargs)
+
+    setattr(wrapper, STEP_UP_ATTRIBUTE, True)
+    return wrapper
+
+
+async def check_aal2_if_enrolled() -> None:
+    """What `aal2_if_enrolled` checks, for a view that needs it only sometimes."""
+    live = get_live_session()
+    if not _is_aal2(get_jwt(), live) and await has_factor(get_db(), user_id=live.user.id):
+        raise Aal2Required(user=live.user.public_id, sid=live.session_id)
+
+
+def _is_aal2(claims: dict[str, Any], live: LiveSession) -> bool:
+    """The token says aal2 and so does its session's row (a claim alone proves nothing
+    the session did not do)."""
+    return claims.get("aal") == tokens.AAL2 and live.aal == tokens.AAL2
+
+
+async def _refuse_below_aal2(claims: dict[str, Any], live: LiveSession) -> None:
+    if _is_aal2(claims, live):
+        return
+    if await has_factor(get_db(), user_id=live.user.id):
+        raise Aal2Required(user=live.user.public_id, sid=live.session_id)
+    raise MfaRequired(user=live.user.public_id, sid=live.session_id)
+
+
 async def verify_jwt_in_request(
-    *, refresh: bool = False, fresh: bool = False, optional: bool = False
+    *, refresh: bool = False, fresh: bool = False, optional: bool = False, aal2: bool = False
 ) -> None:
     """What `jwt_required` does, callable from a view or a hook."""
     token = bearer_token() if headers_enabled() else None
@@ -102,6 +151,8 @@ async def verify_jwt_in_request(
     )
     if live is None:
         raise TokenRevoked()
+    if aal2:
+        await _refuse_below_aal2(claims, live)
     g._jwt = claims
     g._jwt_session = live
 

@@ -81,6 +81,21 @@ NOTICES: dict[str, tuple[str, str]] = {
         "Someone asked to move your account to another address. Nothing changes until "
         "the new address is confirmed. If this wasn't you, change your password now.",
     ),
+    "mfa_enabled": (
+        "Two-step login is on",
+        "A TOTP authenticator was added to your account: logging in now needs a code from "
+        "it (or a recovery code). If this wasn't you, reset your password now.",
+    ),
+    "mfa_removed": (
+        "Two-step login is off",
+        "The TOTP authenticator of your account was removed, and every other session was "
+        "ended. If this wasn't you, reset your password now and turn it on again.",
+    ),
+    "mfa_recovery_code_used": (
+        "A recovery code was used",
+        "Someone logged in to your account with one of its recovery codes; that code no "
+        "longer works. If this wasn't you, reset your password now.",
+    ),
 }
 #: The page each link kind opens, under FRONTEND_URL; the token rides in the fragment.
 LINK_PAGES = {

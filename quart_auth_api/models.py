@@ -1,5 +1,6 @@
-"""ORM tables: users, their login sessions, the one-time tokens of their links, and the
-outbox of mail waiting to be sent."""
+"""ORM tables: users, their login sessions, the one-time tokens of their links, the
+outbox of mail waiting to be sent, and the second factor (TOTP, recovery codes, the
+challenges of a login half done)."""
 
 from __future__ import annotations
 
@@ -90,6 +91,10 @@ class AuthSession(Base):
     revoked_reason: Mapped[str | None] = mapped_column(String(32))
     user_agent: Mapped[str | None] = mapped_column(String(512))
     ip: Mapped[str | None] = mapped_column(String(45))
+    #: How the session was authenticated (RFC 8176 values, space-separated): `pwd`, or
+    #: `pwd otp` / `pwd recovery_code` once a second factor was passed (aal2). The
+    #: tokens' `aal` and `amr` claims are minted from this, and checked against it.
+    amr: Mapped[str] = mapped_column(String(40), default="pwd", server_default="pwd")
 
     user: Mapped[User] = relationship(back_populates="sessions", lazy="raise")
 
@@ -144,3 +149,51 @@ class OutboxMessage(Base):
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     last_error: Mapped[str | None] = mapped_column(String(100))
+
+
+class TotpFactor(Base):
+    """A user's TOTP factor (one per user): pending until its first code is checked
+    (`confirmed_at`), and void if that does not happen before `expires_at`.
+
+    `secret` is sealed (Fernet, `crypto/sealing.py`); `last_step` is the last time step
+    a code was accepted for: only a later one is accepted again (one conditional UPDATE).
+    """
+
+    __tablename__ = "totp_factors"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), unique=True)
+    secret: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_step: Mapped[int | None] = mapped_column(Integer)
+
+
+class RecoveryCode(Base):
+    """One single-use recovery code of a user, kept only as its SHA-256 digest."""
+
+    __tablename__ = "recovery_codes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    digest: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class MfaChallenge(Base):
+    """A login whose password checked out, waiting for its second factor: the
+    `mfa_token` (only its digest is kept), its tries, and a digest of the password hash
+    it was opened with (a password changed meanwhile voids it)."""
+
+    __tablename__ = "mfa_challenges"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    password_digest: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

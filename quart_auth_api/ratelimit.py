@@ -1,5 +1,5 @@
-"""Rate limits on login, register, refresh and the account flows, counted by the `limits`
-library.
+"""Rate limits on login, register, refresh, the account flows and second-factor codes,
+counted by the `limits` library.
 
 Each route has two limits (see `LIMITS`): a narrow one (the account, or the client and
 the account, or the session) and a wide one (the client address). Views call
@@ -63,6 +63,8 @@ LIMITS: dict[str, dict[str, str]] = {
     "reauth": {"account": "rate_limit_login", "ip": "rate_limit_login_ip"},
     # using a link token: 256 random bits need no narrower limit than the client's
     "link": {"ip": "rate_limit_login_ip"},
+    # second-factor codes (login challenge, enrolment): per account across mfa_tokens
+    "mfa": {"account": "rate_limit_mfa", "ip": "rate_limit_mfa_ip"},
 }
 #: Every Redis key starts with this (tests give each run its own).
 KEY_PREFIX = "qaa:rl"

@@ -143,10 +143,16 @@ def _write_cookies(values: dict[str, tuple[str, int]] | None) -> None:
 
 
 def issue_tokens(
-    user: PublicUser, session_id: uuid.UUID, *, generation: int, fresh: bool, event: str
+    user: PublicUser,
+    session_id: uuid.UUID,
+    *,
+    generation: int,
+    fresh: bool,
+    event: str,
+    amr: tuple[str, ...] = ("pwd",),
 ) -> TokenOut:
-    """Mint an access and a refresh token for a session, log `event`, set the cookies
-    (cookie transport), build the body."""
+    """Mint an access and a refresh token for a session authenticated by `amr`, log
+    `event`, set the cookies (cookie transport), build the body."""
     audit(event, user=user.public_id, sid=session_id, gen=generation)
     rules = extensions.token_rules()
     now = utcnow()
@@ -154,7 +160,7 @@ def issue_tokens(
     cookies = cookies_enabled()
     access_csrf, refresh_csrf = (new_csrf_value(), new_csrf_value()) if cookies else (None, None)
     mint = partial(mint_token, rules, subject=subject, session_id=sid, now=now)
-    access = mint(token_type=ACCESS, fresh=fresh, csrf=access_csrf)
+    access = mint(token_type=ACCESS, fresh=fresh, csrf=access_csrf, amr=amr)
     refresh = mint(token_type=REFRESH, generation=generation, csrf=refresh_csrf)
     if access_csrf and refresh_csrf:
         set_token_cookies(CookieTokens(access.token, refresh.token, access_csrf, refresh_csrf))

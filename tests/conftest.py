@@ -27,6 +27,7 @@ from quart_auth_api.db import Base, create_engine
 from settings import Settings, to_async_url
 from tests.helpers.http import Account, Clock, register
 from tests.helpers.mailbox import mail_settings
+from tests.helpers.mfa import MfaClock
 from tests.helpers.processes import (
     SERVER_WORKERS,
     TEST_DATABASE_URL,
@@ -129,6 +130,17 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     clock = Clock()
     monkeypatch.setattr(limits.aio.storage.memory, "time", clock)
     monkeypatch.setattr(ratelimit, "time", clock)
+    return clock
+
+
+@pytest.fixture
+def mfa_clock(monkeypatch: pytest.MonkeyPatch) -> MfaClock:
+    """The clock second-factor codes, challenges and enrolments are checked against
+    (`services/mfa.py`'s `utcnow`); `mfa_clock.advance(30)` is one time step later."""
+    from quart_auth_api.services import mfa
+
+    clock = MfaClock()
+    monkeypatch.setattr(mfa, "utcnow", clock)
     return clock
 
 

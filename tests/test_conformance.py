@@ -26,7 +26,7 @@ pytestmark = pytest.mark.server
 
 EXAMPLES = os.environ.get("QAA_FUZZ_EXAMPLES", "40")
 SEED = os.environ.get("QAA_FUZZ_SEED", "20261125")
-OPERATIONS = 19
+OPERATIONS = 24
 ST_TIMEOUT = float(os.environ.get("QAA_FUZZ_TIMEOUT", "600"))
 
 
@@ -53,6 +53,12 @@ def test_every_operation_conforms_to_the_schema(tmp_path: Path, smtp: SmtpServer
             f"{server.base_url}/openapi.json",
             "--checks",
             "all",
+            # "a resource a POST created is found through its link" cannot hold: every
+            # request gets a brand-new account (tests/schemathesis_hooks.py), so the one
+            # such link (POST /auth/mfa/totp -> /auth/mfa/totp/verify) carries another
+            # account's factor, a 404 by design
+            "--exclude-checks",
+            "ensure_resource_availability",
             "--max-examples",
             EXAMPLES,
             "--no-color",

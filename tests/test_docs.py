@@ -32,6 +32,11 @@ OPERATIONS = {
     ("post", "/auth/email/verification"),
     ("post", "/auth/email/change"),
     ("post", "/auth/email/change/confirm"),
+    ("post", "/auth/mfa/totp"),
+    ("post", "/auth/mfa/totp/verify"),
+    ("delete", "/auth/mfa/totp"),
+    ("post", "/auth/mfa/challenge"),
+    ("post", "/auth/mfa/recovery-codes"),
 }
 PROTECTED = {
     ("post", "/auth/refresh"),
@@ -43,6 +48,10 @@ PROTECTED = {
     ("delete", "/auth/sessions/{session_id}"),
     ("post", "/auth/password/change"),
     ("post", "/auth/email/change"),
+    ("post", "/auth/mfa/totp"),
+    ("post", "/auth/mfa/totp/verify"),
+    ("delete", "/auth/mfa/totp"),
+    ("post", "/auth/mfa/recovery-codes"),
 }
 #: A token is welcome but not needed (it keeps its session).
 OPTIONALLY_PROTECTED = {("post", "/auth/email/change/confirm")}
@@ -56,18 +65,34 @@ EXPECTED_CODES = {
         "503": {"service_unavailable"},
     },
     ("post", "/auth/login"): {"401": {"invalid_credentials"}, "403": {"email_not_verified"}},
+    ("post", "/auth/mfa/totp"): {"401": {"fresh_token_required"}, "409": {"mfa_already_enrolled"}},
+    ("post", "/auth/mfa/totp/verify"): {"403": {"mfa_invalid_code"}, "404": {"not_found"}},
+    ("post", "/auth/mfa/challenge"): {"401": {"mfa_invalid_code", "mfa_token_invalid"}},
+    ("post", "/auth/mfa/recovery-codes"): {"403": {"aal2_required", "mfa_required"}},
+    ("delete", "/auth/mfa/totp"): {
+        "401": {"fresh_token_required"},
+        "403": {"aal2_required", "mfa_required"},
+        "404": {"not_found"},
+    },
     ("post", "/auth/password/forgot"): {"429": {"rate_limited"}, "503": {"mail_unavailable"}},
     ("post", "/auth/password/reset"): {"400": {"invalid_link_token"}, "422": {"validation_failed"}},
-    ("post", "/auth/password/change"): {"403": {"invalid_credentials"}, "429": {"rate_limited"}},
+    ("post", "/auth/password/change"): {
+        "403": {"invalid_credentials", "aal2_required"},
+        "429": {"rate_limited"},
+    },
     ("post", "/auth/email/verify"): {"400": {"invalid_link_token"}},
     ("post", "/auth/email/verification"): {"503": {"mail_unavailable"}},
-    ("post", "/auth/email/change"): {"403": {"invalid_credentials"}, "409": {"email_taken"}},
+    ("post", "/auth/email/change"): {
+        "403": {"invalid_credentials", "aal2_required"},
+        "409": {"email_taken"},
+    },
     ("post", "/auth/email/change/confirm"): {
         "400": {"invalid_link_token"},
         "409": {"email_taken"},
     },
-    ("delete", "/auth/sessions/{session_id}"): {"404": {"not_found"}},
-    ("delete", "/auth/me"): {"401": {"fresh_token_required"}},
+    ("delete", "/auth/sessions/{session_id}"): {"404": {"not_found"}, "403": {"aal2_required"}},
+    ("delete", "/auth/me"): {"401": {"fresh_token_required"}, "403": {"aal2_required"}},
+    ("post", "/auth/logout"): {"403": {"aal2_required"}},
     ("post", "/auth/refresh"): {
         "401": {
             "token_missing",

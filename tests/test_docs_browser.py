@@ -27,7 +27,7 @@ from tests.helpers.processes import PROJECT_ROOT, Server, production_env, run_al
 pytestmark = pytest.mark.server
 
 ARTIFACTS = PROJECT_ROOT / "artifacts"
-OPERATIONS = 19  # as many as the OpenAPI document has (tests/test_docs.py OPERATIONS)
+OPERATIONS = 24  # as many as the OpenAPI document has (tests/test_docs.py OPERATIONS)
 
 skip_without_a_browser()
 

@@ -22,7 +22,24 @@ from quart_auth_api import db
 from settings import to_async_url
 from tests.helpers.processes import PROJECT_ROOT, run_alembic
 
-APP_TABLES = {"users", "auth_sessions", "account_tokens", "outbox_messages"}
+APP_TABLES = {
+    "users",
+    "auth_sessions",
+    "account_tokens",
+    "outbox_messages",
+    "totp_factors",
+    "recovery_codes",
+    "mfa_challenges",
+}
+#: The tables whose rows belong to one user (deleted with it).
+USER_TABLES = (
+    "auth_sessions",
+    "account_tokens",
+    "outbox_messages",
+    "totp_factors",
+    "recovery_codes",
+    "mfa_challenges",
+)
 
 
 @dataclass(frozen=True)
@@ -114,13 +131,17 @@ async def test_upgrade_head_creates_the_tables_and_indexes(scratch_database_url)
         "ix_outbox_messages_sent_at": (("sent_at",), False),
         "ix_outbox_messages_failed_at": (("failed_at",), False),
     }
-    assert schema.primary_keys == {
-        "users": "pk_users",
-        "auth_sessions": "pk_auth_sessions",
-        "account_tokens": "pk_account_tokens",
-        "outbox_messages": "pk_outbox_messages",
+    assert schema.unique_constraints["totp_factors"] == {"uq_totp_factors_user_id": ("user_id",)}
+    assert schema.indexes["recovery_codes"] == {
+        "ix_recovery_codes_user_id": (("user_id",), False),
     }
-    for table in ("auth_sessions", "account_tokens", "outbox_messages"):
+    assert schema.indexes["mfa_challenges"] == {
+        "ix_mfa_challenges_user_id": (("user_id",), False),
+        "ix_mfa_challenges_expires_at": (("expires_at",), False),
+    }
+    assert schema.unique_constraints["mfa_challenges"] == {"uq_mfa_challenges_digest": ("digest",)}
+    assert schema.primary_keys == {table: f"pk_{table}" for table in APP_TABLES}
+    for table in USER_TABLES:
         [foreign_key] = schema.foreign_keys[table]
         assert foreign_key["name"] == f"fk_{table}_user_id_users"
         assert foreign_key["constrained_columns"] == ["user_id"]

@@ -1,10 +1,10 @@
 """The operators' commands `quart --app quart_auth_api users ...`: `list` and `show` print
 readable tables (never a password hash, never a raw control character a user wrote);
 `disable` ends every session at once and refuses login until `enable`; `revoke-sessions`
-ends the sessions but not the account; an unknown address is one line of error with exit
-code 1, never a traceback. The commands run with Quart's CLI runner in a thread (their
-`asyncio.run` cannot run inside the test's loop), and once as a real process. SQLite and
-PostgreSQL."""
+ends the sessions but not the account; `reset-mfa` removes a lost second factor; an
+unknown address is one line of error with exit code 1, never a traceback. The commands
+run with Quart's CLI runner in a thread (their `asyncio.run` cannot run inside the test's
+loop), and once as a real process. SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from sqlalchemy import select, update
 from quart_auth_api.db import DATABASE
 from quart_auth_api.models import User, utcnow
 from tests.helpers.http import bearer, claims_of, login, login_body, problem, register
+from tests.helpers.mfa import enrol
 from tests.helpers.processes import PROJECT_ROOT, service_env
 
 ADDRESSES = ["ada@example.com", "bob@example.com"]
@@ -97,7 +98,7 @@ async def test_show_prints_the_fields_and_each_live_session(app, client):
 
     fields = {
         name: value.strip()
-        for name, value in (line.split(":", 1) for line in output.splitlines()[:8])
+        for name, value in (line.split(":", 1) for line in output.splitlines()[:9])
     }
     assert all(re.fullmatch(MOMENT, fields.pop(name)) for name in ("created", "updated"))
     assert fields == {
@@ -106,9 +107,10 @@ async def test_show_prints_the_fields_and_each_live_session(app, client):
         "id": ada.user["id"],
         "active": "yes",
         "verified": "no",
+        "second factor": "no",
         "live sessions": "2",
     }
-    header, *sessions = columns(output.splitlines()[8:])
+    header, *sessions = columns(output.splitlines()[9:])
     assert header == ["ID", "CREATED (UTC)", "LAST USED (UTC)", "IP", "USER AGENT"]
     live = {
         claims_of(ada.access_token)["sid"],
@@ -176,7 +178,21 @@ async def test_revoke_sessions_ends_every_token_but_not_the_account(app, client)
     )
 
 
-@pytest.mark.parametrize("command", ["show", "disable", "enable", "revoke-sessions"])
+async def test_reset_mfa_removes_the_factor_and_revokes_every_session(app, client, mfa_clock):
+    ada = await register(client, email=ADDRESSES[0])
+    factor = await enrol(client, ada, mfa_clock)
+    assert "second factor: totp" in await users_cli(app, "show", ADDRESSES[0])
+
+    output = await users_cli(app, "reset-mfa", ADDRESSES[0])
+
+    assert output.strip() == f"removed the second factor of {ADDRESSES[0]}: every session revoked"
+    await problem(await me(client, factor.access_token), 401, "token_revoked")
+    assert "access_token" in await login_body(client, ADDRESSES[0])  # the password alone again
+    again = await users_cli(app, "reset-mfa", ADDRESSES[0], exit_code=1)
+    assert again.strip() == f"Error: {ADDRESSES[0]} has no second factor"
+
+
+@pytest.mark.parametrize("command", ["show", "disable", "enable", "revoke-sessions", "reset-mfa"])
 async def test_an_unknown_address_is_a_clear_error_with_exit_code_1(app, client, command):
     await register(client, email=ADDRESSES[0])
 

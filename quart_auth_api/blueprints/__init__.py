@@ -9,7 +9,7 @@ from quart import Blueprint, Quart
 from settings import Settings
 
 from .. import extensions
-from . import account, auth, docs, main, metrics, pages, sessions, wellknown
+from . import account, auth, docs, main, metrics, mfa, pages, sessions, wellknown
 
 #: (blueprint, served when): `/docs` with DOCS_ENABLED, `/metrics` with METRICS_ENABLED.
 BLUEPRINTS: tuple[tuple[Blueprint, Callable[[Settings], bool]], ...] = (
@@ -17,6 +17,7 @@ BLUEPRINTS: tuple[tuple[Blueprint, Callable[[Settings], bool]], ...] = (
     (auth.bp, lambda settings: True),
     (account.bp, lambda settings: True),
     (sessions.bp, lambda settings: True),
+    (mfa.bp, lambda settings: True),
     (pages.bp, lambda settings: True),
     (wellknown.bp, lambda settings: True),
     (docs.bp, lambda settings: settings.docs_enabled),

@@ -18,7 +18,7 @@ from ..errors import (
     ServiceUnavailable,
     WrongPassword,
 )
-from ..guards import current_user, get_jwt, get_live_session, jwt_required
+from ..guards import aal2_if_enrolled, current_user, get_jwt, get_live_session, jwt_required
 from ..ratelimit import limit_by_ip, rate_limit
 from ..schemas import MessageOut, TokenOut, UserOut
 from ..schemas_account import (
@@ -89,6 +89,7 @@ async def reset_password(data: ResetPasswordIn) -> MessageOut:
 @bp.post("/password/change")
 @documents_errors(WrongPassword, RateLimited)
 @jwt_required()
+@aal2_if_enrolled
 @validate_request(ChangePasswordIn)
 @validate_response(TokenOut)
 async def change_password(data: ChangePasswordIn) -> TokenOut:
@@ -96,7 +97,8 @@ async def change_password(data: ChangePasswordIn) -> TokenOut:
 
     A wrong current password is a 403 `invalid_credentials` (limited as logins are);
     a new password equal to it is a 422. Every other session ends; this one goes on
-    with new tokens (the old refresh token is spent). A notice is mailed.
+    with new tokens (the old refresh token is spent). A notice is mailed. For a user
+    with a second factor, the session must have passed it (403 `aal2_required`).
     """
     await rate_limit("reauth", "account", "ip", account=current_user.email)
     live = get_live_session()
@@ -111,7 +113,12 @@ async def change_password(data: ChangePasswordIn) -> TokenOut:
         notify=extensions.mail_enabled(),
     )
     return issue_tokens(
-        user, live.session_id, generation=generation, fresh=True, event="password_changed"
+        user,
+        live.session_id,
+        generation=generation,
+        fresh=True,
+        event="password_changed",
+        amr=live.amr,
     )
 
 
@@ -151,6 +158,7 @@ async def resend_verification(data: EmailIn) -> tuple[MessageOut, int]:
 @bp.post("/email/change")
 @documents_errors(MailUnavailable, WrongPassword, EmailTaken, RateLimited)
 @jwt_required()
+@aal2_if_enrolled
 @validate_request(ChangeEmailIn)
 @validate_response(MessageOut, 202)
 async def change_email(data: ChangeEmailIn) -> tuple[MessageOut, int]:
@@ -158,7 +166,9 @@ async def change_email(data: ChangeEmailIn) -> tuple[MessageOut, int]:
 
     A link is mailed to the new address and a notice to the current one; nothing
     changes until the link is used (`/auth/email/change/confirm`). A wrong password is a
-    403 `invalid_credentials`; an address another account has, 409 `email_taken`.
+    403 `invalid_credentials`; an address another account has, 409 `email_taken`. For
+    a user with a second factor, the session must have passed it (403
+    `aal2_required`).
     """
     _require_mail()
     await rate_limit("reauth", "account", "ip", account=current_user.email)
@@ -209,13 +219,15 @@ async def update_me(data: UpdateMeIn) -> UserOut:
 
 @bp.delete("/me")
 @jwt_required(fresh=True)
+@aal2_if_enrolled
 @documents_response(204, "Deleted.")
 async def delete_me() -> tuple[str, int]:
     """Delete the account.
 
-    Needs a fresh access token (from a login, not a refresh). The user, every session,
-    every link token and every mail still waiting are deleted at once; the address can
-    register again.
+    Needs a fresh access token (from a login, not a refresh) and, for a user with a
+    second factor, a session that passed it (403 `aal2_required`). The user, every
+    session, every link token, the factor and every mail still waiting are deleted at
+    once; the address can register again.
     """
     live = get_live_session()
     await accounts.delete_account(get_db(), user_id=live.user.id)

@@ -11,6 +11,7 @@ from ..client import Client
 from ..db import get_db
 from ..docs import documents_errors
 from ..errors import (
+    Aal2Required,
     EmailNotVerified,
     EmailTaken,
     InvalidCredentials,
@@ -18,7 +19,13 @@ from ..errors import (
     RefreshTokenReused,
     ServiceUnavailable,
 )
-from ..guards import current_user, get_jwt, get_live_session, jwt_required
+from ..guards import (
+    check_aal2_if_enrolled,
+    current_user,
+    get_jwt,
+    get_live_session,
+    jwt_required,
+)
 from ..hooks import optional_body
 from ..ratelimit import limit_by_ip, rate_limit
 from ..schemas import (
@@ -31,6 +38,8 @@ from ..schemas import (
     TokenOut,
     UserOut,
 )
+from ..schemas_mfa import LoginOut, MfaRequiredOut
+from ..services import mfa
 from ..services.accounts import authenticate, register_user
 from ..services.outbox import enqueue_link
 from ..services.sessions import open_session, revoke_session, revoke_sessions, rotate_refresh
@@ -72,15 +81,17 @@ async def register(data: RegisterIn) -> tuple[RegisterOut, int]:
 @bp.post("/login")
 @documents_errors(InvalidCredentials, EmailNotVerified, RateLimited, ServiceUnavailable)
 @validate_request(LoginIn)
-@validate_response(TokenOut)
-async def login(data: LoginIn) -> TokenOut:
+@validate_response(LoginOut)
+async def login(data: LoginIn) -> LoginOut:
     """Log in with email and password.
 
-    Opens a new session. A wrong email or password is one generic 401
-    `invalid_credentials`, answered in the same time either way. Every attempt,
-    right password or not, counts against a limit per client and email and one
-    per client (429 `rate_limited`). With `EMAIL_VERIFICATION=mandatory`, the right
-    password of an address not yet proved is a 403 `email_not_verified`.
+    Opens a new session. For an account with a second factor, the right password
+    opens none yet: the answer is `mfa_required` with an `mfa_token` for
+    `POST /auth/mfa/challenge`, and no tokens. A wrong email or password is one
+    generic 401 `invalid_credentials`, answered in the same time either way. Every
+    attempt, right password or not, counts against a limit per client and email and
+    one per client (429 `rate_limited`). With `EMAIL_VERIFICATION=mandatory`, the
+    right password of an address not yet proved is a 403 `email_not_verified`.
     """
     await rate_limit("login", "ip+account", "ip", account=data.email)
     db = get_db()
@@ -91,6 +102,11 @@ async def login(data: LoginIn) -> TokenOut:
         password=data.password,
         require_verified=extensions.settings().email_verification == "mandatory",
     )
+    if await mfa.has_factor(db, user_id=user.id):
+        mfa_token = await mfa.open_challenge(db, user=user)
+        audit("mfa_challenge_issued", user=user.public_id)
+        expires_in = int(mfa.CHALLENGE_LIFETIME.total_seconds())
+        return LoginOut(MfaRequiredOut(mfa_token=mfa_token, expires_in=expires_in))
     lifetime = extensions.token_rules().refresh_ttl
     session = await open_session(
         db,
@@ -99,7 +115,7 @@ async def login(data: LoginIn) -> TokenOut:
         lifetime=lifetime,
         checked_hash=user.password_hash,
     )
-    return issue_tokens(user, session.id, generation=0, fresh=True, event="login_ok")
+    return LoginOut(issue_tokens(user, session.id, generation=0, fresh=True, event="login_ok"))
 
 
 @bp.post("/refresh")
@@ -128,11 +144,17 @@ async def refresh() -> TokenOut:
         reuse_interval=extensions.settings().jwt_refresh_reuse_interval,
     )
     return issue_tokens(
-        live.user, live.session_id, generation=generation, fresh=False, event="refresh"
+        live.user,
+        live.session_id,
+        generation=generation,
+        fresh=False,
+        event="refresh",
+        amr=live.amr,
     )
 
 
 @bp.post("/logout")
+@documents_errors(Aal2Required)
 @jwt_required()
 @optional_body(LogoutIn)
 @validate_response(MessageOut)
@@ -142,11 +164,13 @@ async def logout(data: LogoutIn) -> MessageOut:
     The body is optional: `scope` is `local` (this session, the default), `others`
     (every other session of the user: "log out everywhere else") or `global` (all of
     them). Revoked sessions' access and refresh tokens are refused from then on, in
-    every worker and instance.
+    every worker and instance. For a user with a second factor, `others` and
+    `global` need a session that passed it (403 `aal2_required`).
     """
     live = get_live_session()
     db = get_db()
     if data.scope != "local":
+        await check_aal2_if_enrolled()
         keep = live.session_id if data.scope == "others" else None
         await revoke_sessions(db, user_id=live.user.id, reason=f"logout_{data.scope}", keep=keep)
     if data.scope != "others":

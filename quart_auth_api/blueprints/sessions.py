@@ -11,7 +11,7 @@ from ..audit import audit
 from ..db import get_db
 from ..docs import documents_errors, documents_response
 from ..errors import NotFound
-from ..guards import get_live_session, jwt_required
+from ..guards import aal2_if_enrolled, get_live_session, jwt_required
 from ..schemas_account import SessionOut, SessionsOut
 from ..services.sessions import list_sessions, revoke_user_session
 
@@ -50,11 +50,13 @@ async def sessions() -> SessionsOut:
 @documents_errors(NotFound)
 @documents_response(204, "Revoked.")
 @jwt_required()
+@aal2_if_enrolled
 async def revoke(session_id: uuid.UUID) -> tuple[str, int]:
     """End one of the current user's sessions.
 
     Its tokens are refused from then on, in every worker. An id that is not a live
-    session of this user (another user's, or none at all) is 404 `not_found`.
+    session of this user (another user's, or none at all) is 404 `not_found`. For a
+    user with a second factor, this session must have passed it (403 `aal2_required`).
     """
     live = get_live_session()
     if not await revoke_user_session(

@@ -19,6 +19,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 #: The HKDF `info` of the account-digest key.
 ACCOUNT_DIGEST = "account digest"
+#: The HKDF `info` of the default key that seals TOTP secrets (no MFA_ENCRYPTION_KEY).
+MFA_SEALING = "mfa sealing"
 #: Random bytes in a one-time link token (URL-safe base64: 43 characters).
 LINK_TOKEN_BYTES = 32
 

@@ -40,6 +40,9 @@ TokenType = Literal["access", "refresh"]
 ACCESS: TokenType = "access"
 REFRESH: TokenType = "refresh"
 REQUIRED_CLAIMS = ("sub", "sid", "jti", "type", "iat", "nbf", "exp", "iss", "aud")
+#: Authentication methods (RFC 8176) a session can carry, and the assurance levels.
+AMR_VALUES = frozenset({"pwd", "otp", "recovery_code"})
+AAL1, AAL2 = "aal1", "aal2"
 #: Longer than any token this service mints; a bigger one is refused unread.
 MAX_TOKEN_LENGTH = 4096
 #: Verified tokens remembered per worker (each about 1.5 KiB).
@@ -149,9 +152,12 @@ def mint_token(
     fresh: bool = False,
     generation: int | None = None,
     csrf: str | None = None,
+    amr: tuple[str, ...] = ("pwd",),
 ) -> MintedToken:
-    """Sign one token with the active key; refresh tokens carry the session generation,
-    and with cookie transport every token carries its double-submit `csrf` value."""
+    """Sign one token with the active key; access tokens carry how the session was
+    authenticated (`amr`, and the `aal` it makes), refresh tokens the session
+    generation, and with cookie transport every token carries its double-submit `csrf`
+    value."""
     ttl = rules.access_ttl if token_type == ACCESS else rules.refresh_ttl
     issued = int(now.timestamp())
     expires_at = now + ttl
@@ -169,6 +175,8 @@ def mint_token(
     }
     if token_type == ACCESS:
         claims["fresh"] = fresh
+        claims["aal"] = assurance_level(amr)
+        claims["amr"] = list(amr)
     else:
         claims["gen"] = generation if generation is not None else 0
     if csrf is not None:
@@ -271,7 +279,8 @@ def _verifying_key(rules: TokenRules, token: str) -> JoseKey:
     return key
 
 
-def _checked_claims(claims: Mapping[str, Any]) -> dict[str, Any]:
+def _checked_claims(verified: Mapping[str, Any]) -> dict[str, Any]:
+    claims = dict(verified)
     if any(name not in claims for name in REQUIRED_CLAIMS):
         raise TokenError()
     if claims["type"] not in ("access", "refresh"):
@@ -288,9 +297,30 @@ def _checked_claims(claims: Mapping[str, Any]) -> dict[str, Any]:
         raise TokenError() from None
     if claims["type"] == "access" and not isinstance(claims.get("fresh"), bool):
         raise TokenError()
+    if claims["type"] == "access":
+        _check_assurance(claims)
     if claims["type"] == "refresh" and not _is_int(claims.get("gen")):
         raise TokenError()
-    return dict(claims)
+    return claims
+
+
+def assurance_level(amr: tuple[str, ...] | list[str]) -> str:
+    """`aal2` for a password and a second factor, `aal1` for a password alone."""
+    return AAL2 if "pwd" in amr and set(amr) - {"pwd"} else AAL1
+
+
+def _check_assurance(claims: dict[str, Any]) -> None:
+    """`aal` and `amr` as minted, and agreeing with each other. An access token minted
+    before they existed (at most JWT_ACCESS_TOKEN_EXPIRES old) counts as a password
+    alone. The claims only say what the token was minted for: the guards compare them
+    with the session's row."""
+    amr = claims.setdefault("amr", ["pwd"])
+    if not isinstance(amr, list) or not all(isinstance(m, str) for m in amr):
+        raise TokenError()
+    if "pwd" not in amr or len(set(amr)) != len(amr):
+        raise TokenError()
+    if not set(amr) <= AMR_VALUES or claims.setdefault("aal", AAL1) != assurance_level(amr):
+        raise TokenError()
 
 
 def _is_int(value: Any) -> bool:

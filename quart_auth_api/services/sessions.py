@@ -6,15 +6,16 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, func, or_, select, update
+from sqlalchemy import bindparam, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..audit import account_ref
 from ..client import Client
+from ..crypto.tokens import assurance_level
 from ..db import delete_batch, read_one, write
 from ..errors import EmailTaken, InvalidCredentials, RefreshTokenReused, TokenRevoked
-from ..models import AuthSession, User, utcnow
+from ..models import AuthSession, MfaChallenge, User, utcnow
 
 MAX_USER_AGENT = 512
 
@@ -44,6 +45,13 @@ class LiveSession:
     session_id: uuid.UUID
     generation: int
     rotated_at: datetime | None
+    #: How the session was authenticated (RFC 8176): `("pwd",)`, or with a second factor.
+    amr: tuple[str, ...] = ("pwd",)
+
+    @property
+    def aal(self) -> str:
+        """The session's assurance level, from its row (never from a token's claim)."""
+        return assurance_level(self.amr)
 
 
 async def open_session(
@@ -53,6 +61,7 @@ async def open_session(
     client: Client,
     lifetime: timedelta,
     checked_hash: str | None = None,
+    amr: tuple[str, ...] = ("pwd",),
 ) -> AuthSession:
     """Open a login session for `user` and commit it (with the user, on registration).
 
@@ -60,7 +69,7 @@ async def open_session(
     it is still the user's, read under a share lock after the insert, so that a login
     racing a password reset either sees the new password (and fails) or commits first
     (and the reset's revocation sees its session): never a session that outlives the
-    reset on the old password."""
+    reset on the old password. `amr` is how the login was authenticated."""
     now = utcnow()
     session = AuthSession(
         user_id=user.id,
@@ -69,6 +78,7 @@ async def open_session(
         expires_at=now + lifetime,
         user_agent=(client.user_agent or "")[:MAX_USER_AGENT] or None,
         ip=client.ip,
+        amr=" ".join(amr),
     )
     db.add(session)
     try:
@@ -103,6 +113,7 @@ LIVE_SESSION = (
         User.email_verified_at,
         AuthSession.generation,
         AuthSession.rotated_at,
+        AuthSession.amr,
     )
     .join(AuthSession, AuthSession.user_id == User.id)
     .where(
@@ -133,7 +144,7 @@ async def load_live_session(
         row.updated_at,
         row.email_verified_at,
     )
-    return LiveSession(user, session_id, row.generation, row.rotated_at)
+    return LiveSession(user, session_id, row.generation, row.rotated_at, tuple(row.amr.split()))
 
 
 #: Rotation in the normal case: one statement that bumps the generation the refresh
@@ -230,7 +241,7 @@ async def _reload(db: AsyncSession, live: LiveSession) -> LiveSession:
     ).one()
     if row.revoked_at is not None:
         raise TokenRevoked()
-    return LiveSession(live.user, live.session_id, row.generation, row.rotated_at)
+    return LiveSession(live.user, live.session_id, row.generation, row.rotated_at, live.amr)
 
 
 async def revoke_session(db: AsyncSession, *, session_id: uuid.UUID, reason: str) -> bool:
@@ -248,8 +259,11 @@ async def revoke_session(db: AsyncSession, *, session_id: uuid.UUID, reason: str
 async def revoke_sessions(
     db: AsyncSession, *, user_id: int, reason: str, keep: uuid.UUID | None = None
 ) -> int:
-    """Revoke every live session of the user but `keep`; how many. The caller commits
-    (with the change that made it necessary)."""
+    """Revoke every live session of the user but `keep`, and void the user's logins
+    waiting for their second factor (an `mfa_token` must not open a session after its
+    user's sessions were ended); how many sessions. The caller commits (with the change
+    that made it necessary)."""
+    await db.execute(delete(MfaChallenge).where(MfaChallenge.user_id == user_id))
     condition = [AuthSession.user_id == user_id, AuthSession.revoked_at.is_(None)]
     if keep is not None:
         condition.append(AuthSession.id != keep)
@@ -296,11 +310,19 @@ async def list_sessions(db: AsyncSession, *, user_id: int) -> list[AuthSession]:
     return list(result)
 
 
-async def restart_session(db: AsyncSession, *, session_id: uuid.UUID, lifetime: timedelta) -> int:
+async def restart_session(
+    db: AsyncSession,
+    *,
+    session_id: uuid.UUID,
+    lifetime: timedelta,
+    amr: tuple[str, ...] | None = None,
+) -> int:
     """Move the session to a new generation after a credential change, with no grace for
-    the refresh token it had (a replay of it is a reuse); the new generation. The
-    caller commits."""
+    the refresh token it had (a replay of it is a reuse); the new generation. With
+    `amr`, the session is now authenticated so (a second factor passed). The caller
+    commits."""
     now = utcnow()
+    values: dict[str, object] = {"amr": " ".join(amr)} if amr is not None else {}
     generation = await db.scalar(
         update(AuthSession)
         .where(AuthSession.id == session_id, AuthSession.revoked_at.is_(None))
@@ -309,6 +331,7 @@ async def restart_session(db: AsyncSession, *, session_id: uuid.UUID, lifetime: 
             rotated_at=None,
             last_used_at=now,
             expires_at=now + lifetime,
+            **values,
         )
         .returning(AuthSession.generation)
         .execution_options(synchronize_session=False)
