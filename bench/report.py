@@ -14,6 +14,8 @@ import psutil
 
 from bench.common import BENCH_DIR, PROJECT_ROOT, SIDES, run_checked
 from bench.harness import service_pool_size
+from bench.mfa import markdown_lines as mfa_markdown_lines
+from bench.mfa import report_lines as mfa_report_lines
 from bench.suite import FIGURE_KEYS, FIGURES, GROWTH_TABLE, SIDE_LABEL
 
 SERVICE_PACKAGES = [
@@ -210,6 +212,9 @@ def print_report(result: dict[str, Any]) -> None:
                     f"{fmt(row['me_rps'])} req/s, p50 {fmt(row['me_p50_ms'])} ms, "
                     f"p99 {fmt(row['me_p99_ms'])} ms"
                 )
+    if result.get("mfa"):
+        print()
+        print("\n".join(mfa_report_lines(result["mfa"])))
     print("=" * 78)
 
 
@@ -280,6 +285,8 @@ def markdown(result: dict[str, Any]) -> str:
                 f"| {int(rows):,} | {fmt(this['me_p50_ms'])} / {fmt(this['me_p99_ms'])} "
                 f"| {fmt(flask['me_p50_ms'])} / {fmt(flask['me_p99_ms'])} |"
             )
+    if result.get("mfa"):
+        lines += ["", *mfa_markdown_lines(result["mfa"])]
     return "\n".join(lines) + "\n"
 
 

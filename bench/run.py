@@ -4,6 +4,7 @@
     python -m bench.run --smoke      # a second per figure, SQLite, 1 worker (`make bench-smoke`)
     python -m bench.run --profile    # py-spy profiles of GET /auth/me and POST /auth/refresh
     python -m bench.run --compare REV  # GET /auth/me of this checkout against revision REV
+    python -m bench.run --mfa        # only the MFA figures (bench/mfa.py; `make bench-mfa`)
 
 For each backend (SQLite, PostgreSQL) and each side (this service under hypercorn
 with uvloop and production settings; the Flask reference under gunicorn), with the
@@ -22,8 +23,10 @@ the API, check both sides answer the same API, then measure with wrk:
 
 Then the scaling figures: /auth/me and login at 1, 2 and 4 workers, and /auth/me with
 10 thousand vs 1 million rows in the table each side checks per request (sessions here,
-the blocklist there) on PostgreSQL. Prints every figure for both sides with the ratio
-this/Flask, writes result.json and chart.png (and bench/latest.* for the README).
+the blocklist there) on PostgreSQL. Then, this service only, the MFA figures (mfa.py):
+POST /auth/mfa/challenge latency against POST /auth/login, and GET /auth/me with and
+without a second factor. Prints every figure for both sides with the ratio this/Flask,
+writes result.json and chart.png (and bench/latest.* for the README).
 """
 
 from __future__ import annotations
@@ -44,6 +47,9 @@ from bench.common import BENCH_DIR, PROJECT_ROOT, BenchError, WrkMissing
 from bench.compare import compare, print_comparison
 from bench.harness import Postgres, Sides, service_variables
 from bench.load import Wrk, ensure_wrk
+from bench.mfa import measure as measure_mfa
+from bench.mfa import plan_problem as mfa_plan_problem
+from bench.mfa import report_lines as mfa_report_lines
 from bench.profile import profile
 from bench.report import (
     REFERENCE_PACKAGES,
@@ -82,6 +88,31 @@ def run_comparison(bench: Bench, revision: str, rounds: int, out: Path) -> int:
     return 0
 
 
+def run_mfa(bench: Bench, meta: dict[str, Any], out: Path) -> int:
+    """`--mfa`: only the MFA figures; write mfa.json and print them."""
+    try:
+        result = measure_mfa(bench)
+    except BenchError as error:
+        print(f"bench: {error}", file=sys.stderr)
+        return 1
+    finally:
+        shutil.rmtree(out / "work", ignore_errors=True)
+    meta["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    (out / "mfa.json").write_text(json.dumps({"meta": meta, "mfa": result}, indent=2) + "\n")
+    print()
+    print("=" * 78)
+    machine = meta["machine"]
+    print(
+        f"{meta['command']}, {meta['date']}, {machine['cores']} cores ({machine['cpu']}); load "
+        f"average {machine['load_average_at_start']} at the start, "
+        f"{machine['load_average_at_end']} at the end"
+    )
+    print("\n".join(mfa_report_lines(result)))
+    print("=" * 78)
+    print(f"result: {out / 'mfa.json'}")
+    return 0
+
+
 def build_plan(args: argparse.Namespace) -> Plan:
     smoke = args.smoke
     cores = os.cpu_count() or 1
@@ -95,7 +126,7 @@ def build_plan(args: argparse.Namespace) -> Plan:
             raise SystemExit(f"unknown backend {backend!r}")
     scaling = pick(args.scaling_workers, "1,2,4", "")
     growth = pick(args.growth_rows, "10000,1000000", "")
-    return Plan(
+    plan = Plan(
         smoke=smoke,
         duration=float(pick(args.duration, 10.0, 1.0)),
         workers=int(pick(args.workers, cores, 1)),
@@ -113,7 +144,12 @@ def build_plan(args: argparse.Namespace) -> Plan:
         if "postgresql" in backends
         else (),
         reference_worker_class=args.reference_worker_class,
+        mfa_rounds=int(pick(args.mfa_rounds, 5, 3)),
+        mfa_samples=int(pick(args.mfa_samples, 120, 8)),
     )
+    if problem := mfa_plan_problem(plan):
+        raise SystemExit(problem)
+    return plan
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -128,6 +164,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="GET /auth/me of this checkout against git revision REV, interleaved (compare.py)",
     )
     parser.add_argument("--rounds", type=int, help="rounds of --compare (5; smoke 1)")
+    parser.add_argument(
+        "--mfa", action="store_true", help="only the MFA figures of this service (mfa.py)"
+    )
+    parser.add_argument(
+        "--mfa-rounds", type=int, help="interleaved rounds, MFA figures (5; smoke 3)"
+    )
+    parser.add_argument(
+        "--mfa-samples", type=int, help="timed challenges, as many timed logins (120; smoke 8)"
+    )
     parser.add_argument("--duration", type=float, help="seconds per figure (10; smoke 1)")
     parser.add_argument("--workers", type=int, help="workers per side (CPU count; smoke 1)")
     parser.add_argument("--backends", help="sqlite,postgresql (smoke: sqlite)")
@@ -216,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
         },
         "service_revision": service_revision(),
     }
+    if args.mfa:
+        return run_mfa(bench, meta, out)
     try:
         bench.bound = bench.measure_bcrypt()
         bench.say(
@@ -225,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         results = bench.main_figures()
         scaling = bench.scaling() if plan.scaling_workers else None
         growth = bench.growth() if plan.growth_rows and pg else None
+        mfa = measure_mfa(bench)
         bench.bound = bench.measure_bcrypt(*bench.bound["timings"])
         apply_bound(results, scaling, bench.bound)
         add_ratios(results)
@@ -245,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         "results": results,
         "scaling": scaling,
         "growth": growth,
+        "mfa": mfa,
     }
     (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
     print_report(result)

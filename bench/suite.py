@@ -57,6 +57,8 @@ class Plan:
     scaling_backend: str
     growth_rows: tuple[int, ...]
     reference_worker_class: str
+    mfa_rounds: int  # bench/mfa.py: interleaved rounds of each figure
+    mfa_samples: int  # bench/mfa.py: timed challenges (and as many timed logins)
 
 
 # -- the run ----------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """The benchmark harness works end to end, in its smoke mode (a second per figure).
 
 This is not a timed test: it asserts that every figure was measured for both sides
-(this service and the Flask reference, on SQLite, one worker each), never how fast.
+(this service and the Flask reference, on SQLite, one worker each), and the MFA
+figures of this service (bench/mfa.py), never how fast.
 The harness needs wrk: it installs Debian's package itself when run as root; otherwise
 this test is skipped, or fails when QAA_REQUIRE_WRK=1.
 """
@@ -13,10 +14,14 @@ import os
 import shutil
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from bench.mfa import totp_code
+from quart_auth_api.crypto import totp
 from tests.helpers.processes import PROJECT_ROOT, SERVICE_VARIABLES
 
 pytestmark = pytest.mark.server
@@ -47,7 +52,8 @@ def _no_wrk(message: str) -> None:
     pytest.skip(message)
 
 
-def test_bench_smoke_measures_every_figure_for_both_sides(tmp_path: Path) -> None:
+def _smoke(out: Path, *options: str) -> tuple[subprocess.CompletedProcess[str], str]:
+    """`python -m bench.run --smoke OPTIONS` into `out`: the process and its output."""
     if shutil.which("wrk") is None and os.geteuid() != 0:
         _no_wrk("wrk is not installed: apt-get install wrk (as root the bench installs it)")
     env = {
@@ -55,13 +61,13 @@ def test_bench_smoke_measures_every_figure_for_both_sides(tmp_path: Path) -> Non
         for k, v in os.environ.items()
         if k.upper() not in SERVICE_VARIABLES and not k.startswith("BENCH_")
     }
-    out = tmp_path / "bench"
     result = subprocess.run(
         [
             sys.executable,
             "-m",
             "bench.run",
             "--smoke",
+            *options,
             "--out",
             str(out),
             "--service-python",
@@ -80,7 +86,46 @@ def test_bench_smoke_measures_every_figure_for_both_sides(tmp_path: Path) -> Non
     if result.returncode == EXIT_WRK_MISSING:
         _no_wrk(f"the bench could not find or install wrk:\n{output}")
     assert result.returncode == 0, output
+    return result, output
 
+
+def _assert_mfa_figures(mfa: dict[str, Any], output: str) -> None:
+    """Every MFA figure measured on SQLite: latencies, req/s, ratios with their spread."""
+    found = mfa["backends"]["sqlite"]
+    challenge, me = found["challenge"], found["me"]
+    for kind in ("challenge", "login"):
+        assert challenge[kind]["samples"] >= 1, output
+        assert 0 < challenge[kind]["p50_ms"] <= challenge[kind]["p99_ms"], output
+        assert challenge[kind]["mean_ms"] > 0, output
+    for kind in ("plain", "factor"):
+        assert me[kind]["rps"]["median"] > 0, output
+    for ratio in (challenge["ratio"], me["ratio"]):
+        assert 0 < ratio["min"] <= ratio["median"] <= ratio["max"], output
+    assert len(me["rounds"]) >= 3 and len(challenge["rounds"]) >= 3, output
+
+
+def test_bench_totp_codes_are_the_services() -> None:
+    """bench/mfa.py computes RFC 6238 itself (the bench venv has no pyotp): the same
+    codes as the service, at any step, for any secret."""
+    for _ in range(20):
+        secret = totp.new_secret()
+        for step in (0, 1, 59_000_000, totp.time_step(datetime.now(UTC)) + 1):
+            assert totp_code(secret, step) == totp.code_at(secret, step)
+
+
+def test_bench_smoke_mfa_alone(tmp_path: Path) -> None:
+    """`make bench-mfa` in its smoke mode: this service only, mfa.json."""
+    result, output = _smoke(tmp_path / "bench", "--mfa")
+    data = json.loads((tmp_path / "bench" / "mfa.json").read_text())
+    _assert_mfa_figures(data["mfa"], output)
+    assert data["meta"]["plan"]["mfa_samples"] >= 3, output
+    assert "POST /auth/mfa/challenge" in result.stdout
+    assert "with/without a factor" in result.stdout
+
+
+def test_bench_smoke_measures_every_figure_for_both_sides(tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    result, output = _smoke(out)
     data = json.loads((out / "result.json").read_text())
     sides = data["results"]["sqlite"]
     for side in ("service", "flask"):
@@ -93,3 +138,5 @@ def test_bench_smoke_measures_every_figure_for_both_sides(tmp_path: Path) -> Non
     assert data["meta"]["command"] and data["meta"]["date"]
     assert (out / "chart.png").read_bytes().startswith(b"\x89PNG")
     assert "this/Flask" in result.stdout
+    _assert_mfa_figures(data["mfa"], output)
+    assert "POST /auth/mfa/challenge" in result.stdout
