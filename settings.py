@@ -183,7 +183,7 @@ class Settings(BaseSettings):
     password_reset_token_expires: Seconds = Field(timedelta(hours=1), gt=timedelta(0))
     email_verify_token_expires: Seconds = Field(timedelta(days=1), gt=timedelta(0))
     email_change_token_expires: Seconds = Field(timedelta(hours=1), gt=timedelta(0))
-    #: Forgot-password per client and address, and per client; resending a verification
+    #: Forgot-password per address (from any client), and per client; resending a verification
     #: link per address (the cooldown) and per client.
     rate_limit_forgot: RateLimit = "3/hour"
     rate_limit_forgot_ip: RateLimit = "30/hour"

@@ -57,7 +57,7 @@ LIMITS: dict[str, dict[str, str]] = {
     "login": {"ip+account": "rate_limit_login", "ip": "rate_limit_login_ip"},
     "register": {"account": "rate_limit_register", "ip": "rate_limit_register_ip"},
     "refresh": {"session": "rate_limit_refresh", "ip": "rate_limit_refresh_ip"},
-    "forgot": {"ip+account": "rate_limit_forgot", "ip": "rate_limit_forgot_ip"},
+    "forgot": {"account": "rate_limit_forgot", "ip": "rate_limit_forgot_ip"},
     "verification": {"account": "rate_limit_verification", "ip": "rate_limit_verification_ip"},
     # a password asked again (password or e-mail change): the login's limits, per account
     "reauth": {"account": "rate_limit_login", "ip": "rate_limit_login_ip"},

@@ -11,9 +11,10 @@ from pydantic import AfterValidator, BaseModel, Field
 
 from .schemas import NO_NUL, Email, Name, NewPassword, Password, ValidEmail, _In, _no_nul
 
-#: A one-time link token as the link carries it (URL-safe base64 of 32 bytes); anything
-#: else is refused as `invalid_link_token`, never as a validation failure, so a client
-#: learns nothing from the shape of its guess.
+#: A one-time link token as the link carries it (URL-safe base64 of 32 bytes); any other
+#: string up to 200 characters without NUL is refused as `invalid_link_token`, never as a
+#: validation failure, so a client learns nothing from the shape of its guess (longer, or
+#: with NUL, is a 422 that echoes nothing).
 LinkToken = Annotated[
     str,
     Field(min_length=1, max_length=200, examples=["q3YVxk0..."], json_schema_extra=NO_NUL),

@@ -53,11 +53,11 @@ async def forgot_password(data: EmailIn) -> tuple[MessageOut, int]:
     The same 202, in the same time, for every address: unknown, inactive or known (the
     mail goes only to an active account, composed by the sender after the answer). The
     link opens `/reset-password` and works once, for `PASSWORD_RESET_TOKEN_EXPIRES`.
-    Limited per client and address (429 `rate_limited`); 503 `mail_unavailable` when the
-    service sends no mail.
+    Limited per address, from any client, and per client (429 `rate_limited`); 503
+    `mail_unavailable` when the service sends no mail.
     """
     _require_mail()
-    await rate_limit("forgot", "ip+account", "ip", account=data.email)
+    await rate_limit("forgot", "account", "ip", account=data.email)
     await accounts.request_link(get_db(), kind="password_reset", email=data.email)
     audit("password_reset_requested", account=account_ref(data.email))
     return MessageOut(message=SENT), 202

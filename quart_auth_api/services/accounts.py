@@ -34,7 +34,7 @@ from ..errors import (
 from ..mail import Message, link_url, notice
 from ..models import OutboxMessage, User, utcnow
 from .links import Purpose, consume_link, find_link, issue_link, void_links
-from .outbox import Claimed, enqueue, enqueue_link
+from .outbox import Claimed, drop_pending_links, enqueue, enqueue_link
 from .sessions import restart_session, revoke_sessions
 
 
@@ -55,6 +55,17 @@ class LinkRules:
                 "email_change": settings.email_change_token_expires,
             },
         )
+
+
+#: The links a changed password voids: a reset, and an address change someone asked for.
+CREDENTIAL_LINKS: tuple[Purpose, ...] = ("password_reset", "email_change")
+ALL_LINKS: tuple[Purpose, ...] = ("password_reset", "email_verify", "email_change")
+
+
+async def _void_pending(db: AsyncSession, *, user_id: int, purposes: tuple[Purpose, ...]) -> None:
+    """Void the user's unused links of `purposes` and drop their mails not sent yet."""
+    await void_links(db, user_id=user_id, purpose=purposes)
+    await drop_pending_links(db, user_id=user_id, kinds=purposes)
 
 
 # -- registration and login ------------------------------------------------------------
@@ -164,7 +175,9 @@ async def reset_password(
     db: AsyncSession, *, hasher: PasswordHasher, raw: str, password: str, notify: bool
 ) -> User:
     """Set a new password with a reset token: every session ends, the address counts as
-    proved (the mail arrived), other reset tokens are voided, a notice is mailed.
+    proved (the mail arrived), other reset links and a pending address change are voided
+    (whoever asked for it must not finish it now), a notice is mailed. A token mailed to
+    an address the account no longer has is refused.
 
     An unusable token costs no bcrypt (it is looked up first); of racing resets with
     one token, the conditional UPDATE lets exactly one through."""
@@ -173,10 +186,13 @@ async def reset_password(
         raise InvalidLinkToken()
     await db.commit()  # no transaction waits on bcrypt
     password_hash = await hasher.hash(password)
-    user, _ = await _consume(db, raw=raw, purpose="password_reset")
+    user, target = await _consume(db, raw=raw, purpose="password_reset")
+    if target is not None and target != user.email:  # sent to an address it no longer has
+        await db.rollback()
+        raise InvalidLinkToken()
     user.password_hash = password_hash
     user.email_verified_at = user.email_verified_at or utcnow()
-    await void_links(db, user_id=user.id, purpose="password_reset")
+    await _void_pending(db, user_id=user.id, purposes=CREDENTIAL_LINKS)
     await revoke_sessions(db, user_id=user.id, reason="password_reset")
     if notify:
         enqueue(db, message=notice("password_changed", to=user.email), user_id=user.id)
@@ -207,8 +223,9 @@ async def change_password(
     notify: bool,
 ) -> tuple[User, int]:
     """Change the password of a logged-in user who gave the current one: every other
-    session ends, reset tokens are voided, this session moves to a new generation (the
-    one returned) with a new lifetime, a notice is mailed."""
+    session ends, reset links and a pending address change are voided, this session
+    moves to a new generation (the one returned) with a new lifetime, a notice is
+    mailed."""
     if current == new:
         raise ValidationFailed(
             [{"field": "new_password", "message": "must differ from the current password"}]
@@ -225,7 +242,7 @@ async def change_password(
         await db.rollback()
         raise WrongPassword(user=user.public_id)
     set_committed_value(user, "password_hash", new_hash)
-    await void_links(db, user_id=user.id, purpose="password_reset")
+    await _void_pending(db, user_id=user.id, purposes=CREDENTIAL_LINKS)
     await revoke_sessions(db, user_id=user.id, reason="password_changed", keep=session_id)
     generation = await restart_session(db, session_id=session_id, lifetime=lifetime)
     if notify:
@@ -268,8 +285,9 @@ async def request_email_change(
 async def confirm_email_change(
     db: AsyncSession, *, raw: str, keep: uuid.UUID | None = None
 ) -> tuple[User, str]:
-    """Move the account to the address its token was sent to (proved by the mail), end
-    every session but `keep`; the user and the old address. An address taken meanwhile is
+    """Move the account to the address its token was sent to (proved by the mail), void
+    every other link (reset links of the old address included), end every session but
+    `keep`; the user and the old address. An address taken meanwhile is
     `EmailTaken`, and the token stays unused."""
     user, target = await _consume(db, raw=raw, purpose="email_change")
     if target is None:
@@ -282,7 +300,7 @@ async def confirm_email_change(
     except IntegrityError:
         await db.rollback()
         raise EmailTaken() from None
-    await void_links(db, user_id=user.id, purpose="email_verify")
+    await _void_pending(db, user_id=user.id, purposes=ALL_LINKS)  # the old mailbox opens nothing
     await revoke_sessions(db, user_id=user.id, reason="email_changed", keep=keep)
     await db.commit()
     return user, old
@@ -304,8 +322,7 @@ async def delete_account(db: AsyncSession, *, user_id: int) -> User | None:
     await db.execute(
         delete(OutboxMessage).where(
             OutboxMessage.user_id.is_(None),  # another user's change to this address stays
-            OutboxMessage.to_address == user.email,
-            OutboxMessage.sent_at.is_(None),
+            OutboxMessage.to_address == user.email,  # sent or not: no address is kept
         )
     )
     await db.delete(user)

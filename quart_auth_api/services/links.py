@@ -95,13 +95,17 @@ async def find_link(db: AsyncSession, *, raw: str, purpose: Purpose) -> int | No
     )
 
 
-async def void_links(db: AsyncSession, *, user_id: int, purpose: Purpose) -> int:
-    """Mark every unused token of the user and purpose as used; how many there were."""
+async def void_links(
+    db: AsyncSession, *, user_id: int, purpose: Purpose | tuple[Purpose, ...]
+) -> int:
+    """Mark every unused token of the user and purpose (or purposes) as used; how many
+    there were."""
+    purposes = (purpose,) if isinstance(purpose, str) else purpose
     result = await db.execute(
         update(AccountToken)
         .where(
             AccountToken.user_id == user_id,
-            AccountToken.purpose == purpose,
+            AccountToken.purpose.in_(purposes),
             AccountToken.used_at.is_(None),
         )
         .values(used_at=utcnow())
