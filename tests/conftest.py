@@ -186,6 +186,15 @@ def migrated_url(scratch_database_url: str) -> str:
 
 
 @pytest.fixture
+def docs_server(tmp_path: Path) -> Iterator[Server]:
+    """One production worker on a migrated SQLite database, for the browser tests of /docs."""
+    database_url = f"sqlite:///{tmp_path / 'docs.db'}"
+    run_alembic(database_url, "upgrade", "head")
+    with serve(production_env(database_url, workers=1), tmp_path / "server.log") as server:
+        yield server
+
+
+@pytest.fixture
 def two_workers(migrated_url: str, tmp_path: Path) -> Iterator[Server]:
     """`QUART_ENV=production python run.py`, 2 workers, rate limits off (one client
     address sends every request here; the limits are tested in test_rate_limits.py)."""

@@ -10,13 +10,8 @@ screenshot is kept in `artifacts/mfa-qr.png`, the whole page in `artifacts/mfa-b
 from __future__ import annotations
 
 import base64
-import json
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 
@@ -25,11 +20,14 @@ from tests.helpers.browser import (
     CHROMIUM,
     CHROMIUM_ARGS,
     TIMEOUT_MS,
+    authorize,
     browser_missing,
+    execute,
     skip_without_a_browser,
+    watch,
 )
 from tests.helpers.http import PASSWORD, claims_of
-from tests.helpers.processes import PROJECT_ROOT, Server, production_env, run_alembic, serve
+from tests.helpers.processes import PROJECT_ROOT
 
 pytestmark = pytest.mark.server
 
@@ -49,68 +47,18 @@ SHOW_IMAGE = """src => new Promise((resolve, reject) => {
 })"""
 
 
-@pytest.fixture
-def docs_server(tmp_path: Path) -> Iterator[Server]:
-    database_url = f"sqlite:///{tmp_path / 'mfa.db'}"
-    run_alembic(database_url, "upgrade", "head")
-    with serve(production_env(database_url, workers=1), tmp_path / "server.log") as server:
-        yield server
-
-
-async def execute(page: Any, operation: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
-    """Try out `#operations-<operation>` (with `body` as its JSON); its status and body."""
-    block = page.locator(f"#operations-{operation}")
-    await block.locator(".opblock-summary").click()
-    await block.get_by_role("button", name="Try it out").click()
-    if body is not None:
-        await block.locator("textarea.body-param__text").fill(json.dumps(body))
-    await block.get_by_role("button", name="Execute").click()
-    status = block.locator(".live-responses-table .response .response-col_status")
-    await status.first.wait_for()
-    shown = await block.locator(".live-responses-table .microlight").first.inner_text()
-    return int((await status.first.inner_text()).strip()), json.loads(shown)
-
-
-async def authorize(page: Any, access_token: str) -> None:
-    """Put `access_token` into the Authorize dialog, logging the previous one out."""
-    await page.locator(".auth-wrapper .authorize").click()
-    dialog = page.locator(".dialog-ux .modal-ux")
-    await dialog.locator(".auth-btn-wrapper button").first.wait_for()
-    logout = dialog.get_by_role("button", name="Remove authorization")  # "Logout"
-    if await logout.count():
-        await logout.click()
-    await dialog.locator("input").fill(access_token)
-    await dialog.locator("button.modal-btn.authorize").click()
-    await dialog.locator("button.btn-done").click()
-
-
 async def test_enrol_log_out_and_log_in_with_a_code_through_swagger_ui(docs_server):
     from playwright.async_api import async_playwright
 
     assert not browser_missing(), f"{CHROMIUM} not found"
-    origin = urlsplit(docs_server.base_url).netloc
     email = f"mfa-browser-{uuid.uuid4().hex[:8]}@example.com"
-    console_errors: list[str] = []
-    foreign_requests: list[str] = []
 
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = await browser.new_page(viewport={"width": 1280, "height": 1600})
             page.set_default_timeout(TIMEOUT_MS)
-            page.on(
-                "console",
-                lambda message: message.type == "error" and console_errors.append(message.text),
-            )
-            page.on("pageerror", lambda error: console_errors.append(str(error)))
-            page.on(
-                "request",
-                lambda request: (
-                    urlsplit(request.url).netloc != origin
-                    and not request.url.startswith("data:")
-                    and foreign_requests.append(request.url)
-                ),
-            )
+            watched = watch(page, docs_server.base_url)
             await page.goto(f"{docs_server.base_url}/docs")
             await page.wait_for_selector("#operations-mfa-post_enrol_totp")
 
@@ -163,8 +111,8 @@ async def test_enrol_log_out_and_log_in_with_a_code_through_swagger_ui(docs_serv
         finally:
             await browser.close()
 
-    assert console_errors == []
-    assert foreign_requests == []
+    assert watched.console_errors == []
+    assert watched.foreign_requests == []
     log = docs_server.log()
     assert "POST /auth/mfa/challenge 200" in log
     assert "GET /auth/me 200" in log

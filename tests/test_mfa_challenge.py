@@ -6,23 +6,13 @@ from `mfa_clock` (no sleeps). SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import func, select
 
-from quart_auth_api.db import DATABASE
 from quart_auth_api.models import MfaChallenge
 from settings import Settings
 from tests.helpers.http import PASSWORD, bearer, claims_of, problem, register
-from tests.helpers.mfa import challenge, code, enrol, mfa_token
+from tests.helpers.mfa import challenge, code, enrol, mfa_token, rows
 
 pytestmark = pytest.mark.usefixtures("mfa_clock")
-
-
-async def count(app, model, **where) -> int:
-    async with DATABASE.get(app).sessionmaker() as db:
-        query = select(func.count()).select_from(model)
-        for name, value in where.items():
-            query = query.where(getattr(model, name) == value)
-        return int(await db.scalar(query) or 0)
 
 
 async def live_sessions(client, token: str) -> int:
@@ -46,7 +36,7 @@ async def test_login_asks_for_the_code_and_opens_no_session(app, client, account
     assert (body["mfa_required"], body["expires_in"]) == (True, 300)
     assert response.headers["Cache-Control"] == "no-store"
     assert await live_sessions(client, factor.access_token) == before
-    assert await count(app, MfaChallenge) == 1
+    assert await rows(app, MfaChallenge) == 1
 
 
 async def test_a_wrong_password_is_still_invalid_credentials(client, account, mfa_clock):

@@ -9,28 +9,14 @@ import re
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from quart_auth_api.db import DATABASE
 from quart_auth_api.models import MfaChallenge, RecoveryCode, TotpFactor
 from tests.helpers.http import bearer, claims_of, login_body, problem, register
-from tests.helpers.mfa import challenge, code, enrol, mfa_token, start_enrolment
+from tests.helpers.mfa import challenge, code, enrol, mfa_token, rows, start_enrolment
 
 pytestmark = pytest.mark.usefixtures("mfa_clock")
-
-
-async def count(app, model, **where) -> int:
-    async with DATABASE.get(app).sessionmaker() as db:
-        query = select(func.count()).select_from(model)
-        for name, value in where.items():
-            query = query.where(getattr(model, name) == value)
-        return int(await db.scalar(query) or 0)
-
-
-async def live_sessions(client, token: str) -> int:
-    response = await client.get("/auth/sessions", headers=bearer(token))
-    assert response.status_code == 200, await response.get_data(as_text=True)
-    return len((await response.get_json())["sessions"])
 
 
 # -- enrolment --------------------------------------------------------------------------
@@ -237,7 +223,7 @@ async def test_removing_the_factor_ends_other_sessions_and_the_codes(
     assert (await client.get("/auth/me", headers=factor.auth)).status_code == 200
     await problem(await client.get("/auth/me", headers=bearer(other_token)), 401, "token_revoked")
     assert "access_token" in await login_body(client, account.email)
-    assert await count(app, TotpFactor) == await count(app, RecoveryCode) == 0
+    assert await rows(app, TotpFactor) == await rows(app, RecoveryCode) == 0
     await problem(await client.delete("/auth/mfa/totp", headers=factor.auth), 404, "not_found")
 
 
@@ -259,4 +245,4 @@ async def test_deleting_the_account_deletes_its_factor(app, client, account, mfa
     assert (await client.delete("/auth/me", headers=factor.auth)).status_code == 204
 
     for model in (TotpFactor, RecoveryCode, MfaChallenge):
-        assert await count(app, model) == 0, model
+        assert await rows(app, model) == 0, model

@@ -32,14 +32,7 @@ APP_TABLES = {
     "mfa_challenges",
 }
 #: The tables whose rows belong to one user (deleted with it).
-USER_TABLES = (
-    "auth_sessions",
-    "account_tokens",
-    "outbox_messages",
-    "totp_factors",
-    "recovery_codes",
-    "mfa_challenges",
-)
+USER_TABLES = sorted(APP_TABLES - {"users"})
 
 
 @dataclass(frozen=True)

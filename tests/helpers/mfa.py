@@ -7,9 +7,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from quart import Quart
 from quart.typing import TestClientProtocol
+from sqlalchemy import func, select
 
 from quart_auth_api.crypto import totp
+from quart_auth_api.db import DATABASE
 from tests.helpers.http import PASSWORD, Account, bearer
 
 
@@ -94,3 +97,9 @@ async def mfa_token(client: TestClientProtocol, email: str, password: str = PASS
 async def challenge(client: TestClientProtocol, token: str, **proof: str) -> Any:
     """POST /auth/mfa/challenge with `code=` or `recovery_code=`."""
     return await client.post("/auth/mfa/challenge", json={"mfa_token": token, **proof})
+
+
+async def rows(app: Quart, model: Any) -> int:
+    """How many rows the table of `model` holds."""
+    async with DATABASE.get(app).sessionmaker() as db:
+        return int(await db.scalar(select(func.count()).select_from(model)) or 0)
