@@ -169,16 +169,20 @@ def build_token_rules(settings: Settings) -> TokenRules:
 
 def build_sealer(settings: Settings) -> Sealer:
     """The TOTP secrets' keys: MFA_ENCRYPTION_KEY (or, unset, a key derived from
-    SECRET_KEY) seals, it and MFA_ENCRYPTION_KEY_FALLBACKS open."""
+    SECRET_KEY) seals; it, MFA_ENCRYPTION_KEY_FALLBACKS and the key derived from
+    SECRET_KEY open, so that setting MFA_ENCRYPTION_KEY on a server that ran without it
+    loses no factor (each is sealed anew at its next accepted code)."""
+    derived = fernet_key(derive_key(settings.secret_key.get_secret_value(), MFA_SEALING))
     keys: list[bytes] = []
-    if settings.mfa_encryption_key is None:
-        derived = derive_key(settings.secret_key.get_secret_value(), MFA_SEALING)
-        keys.append(fernet_key(derived))
-    else:
+    if settings.mfa_encryption_key is not None:
         with _refused_as("MFA_ENCRYPTION_KEY"):
             keys.append(checked_key(settings.mfa_encryption_key.get_secret_value()))
     with _refused_as("MFA_ENCRYPTION_KEY_FALLBACKS"):
         keys += (checked_key(key) for key in settings.mfa_encryption_key_fallbacks)
+    if settings.mfa_encryption_key is None:
+        keys.insert(0, derived)
+    elif derived not in keys:
+        keys.append(derived)
     return Sealer(keys)
 
 

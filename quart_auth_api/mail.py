@@ -91,6 +91,11 @@ NOTICES: dict[str, tuple[str, str]] = {
         "The TOTP authenticator of your account was removed, and every other session was "
         "ended. If this wasn't you, reset your password now and turn it on again.",
     ),
+    "mfa_recovery_codes_regenerated": (
+        "New recovery codes were made",
+        "Ten new recovery codes were made for your account; the old ones no longer work. "
+        "If this wasn't you, reset your password now.",
+    ),
     "mfa_recovery_code_used": (
         "A recovery code was used",
         "Someone logged in to your account with one of its recovery codes; that code no "

@@ -68,7 +68,10 @@ EXPECTED_CODES = {
     ("post", "/auth/mfa/totp"): {"401": {"fresh_token_required"}, "409": {"mfa_already_enrolled"}},
     ("post", "/auth/mfa/totp/verify"): {"403": {"mfa_invalid_code"}, "404": {"not_found"}},
     ("post", "/auth/mfa/challenge"): {"401": {"mfa_invalid_code", "mfa_token_invalid"}},
-    ("post", "/auth/mfa/recovery-codes"): {"403": {"aal2_required", "mfa_required"}},
+    ("post", "/auth/mfa/recovery-codes"): {
+        "401": {"fresh_token_required"},
+        "403": {"aal2_required", "mfa_required"},
+    },
     ("delete", "/auth/mfa/totp"): {
         "401": {"fresh_token_required"},
         "403": {"aal2_required", "mfa_required"},

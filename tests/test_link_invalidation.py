@@ -1,9 +1,10 @@
 """What ends a link before it is used: a credential that changed under it. A password
 reset or change voids a pending address change (an attacker who asked for one must not
-finish it after the owner took the account back); an address change voids the reset
-links of the old address (a lost mailbox opens nothing); disabling an account voids every
-link, so enabling it again brings none back; a deleted account leaves no mail addressed
-to it. Mail through a real SMTP server (aiosmtpd); SQLite and PostgreSQL."""
+finish it after the owner took the account back), and so does turning a second factor
+on; an address change voids the reset links of the old address (a lost mailbox opens
+nothing); disabling an account voids every link, so enabling it again brings none back; a
+deleted account leaves no mail addressed to it. Mail through a real SMTP server
+(aiosmtpd); SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from quart_auth_api.models import OutboxMessage
 from quart_auth_api.services import users
 from tests.helpers.http import PASSWORD, login, problem, register
 from tests.helpers.mailbox import deliver_all, link_token, text_of, to
+from tests.helpers.mfa import enrol
 
 NEW_PASSWORD = "a different passphrase"
 NEW_ADDRESS = "ada.new@example.com"
@@ -90,6 +92,16 @@ async def test_a_change_still_queued_at_a_reset_is_never_mailed(mail_app, mail_c
     await deliver_all(mail_app)
 
     assert to(smtp, NEW_ADDRESS) == []
+
+
+async def test_turning_a_factor_on_voids_a_pending_address_change(
+    mail_app, mail_client, smtp, mfa_clock
+):
+    ada = await register(mail_client, email="ada@example.com")
+    hijack = await change_link(mail_app, mail_client, smtp, ada)  # asked with the password alone
+    await enrol(mail_client, ada, mfa_clock)
+
+    await problem(await confirm(mail_client, hijack), 400, "invalid_link_token")
 
 
 async def test_an_address_change_voids_reset_links_of_the_old_address(mail_app, mail_client, smtp):

@@ -9,10 +9,13 @@ import re
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from cryptography.fernet import Fernet
 from sqlalchemy import select
 
+from quart_auth_api import create_app
 from quart_auth_api.db import DATABASE
 from quart_auth_api.models import MfaChallenge, RecoveryCode, TotpFactor
+from settings import Settings
 from tests.helpers.http import bearer, claims_of, login_body, problem, register
 from tests.helpers.mfa import challenge, code, enrol, mfa_token, rows, start_enrolment
 
@@ -196,14 +199,16 @@ async def test_new_recovery_codes_need_aal2(client, account, mfa_clock):
     await problem(
         await client.post("/auth/mfa/recovery-codes", headers=account.auth), 403, "mfa_required"
     )
-    other_session = await login_body(client, account.email)
-    await enrol(client, account, mfa_clock)
+    factor = await enrol(client, account, mfa_clock)
+    refreshed = await client.post("/auth/refresh", headers=bearer(factor.refresh_token))
 
-    response = await client.post(
-        "/auth/mfa/recovery-codes", headers=bearer(other_session["access_token"])
+    stale = await client.post("/auth/mfa/recovery-codes", headers=account.auth)  # claims aal1
+    not_fresh = await client.post(
+        "/auth/mfa/recovery-codes", headers=bearer((await refreshed.get_json())["access_token"])
     )
 
-    await problem(response, 403, "aal2_required")
+    await problem(stale, 403, "aal2_required")
+    await problem(not_fresh, 401, "fresh_token_required")
 
 
 # -- removal -----------------------------------------------------------------------------
@@ -246,3 +251,24 @@ async def test_deleting_the_account_deletes_its_factor(app, client, account, mfa
 
     for model in (TotpFactor, RecoveryCode, MfaChallenge):
         assert await rows(app, model) == 0, model
+
+
+async def test_setting_an_encryption_key_later_loses_no_factor(
+    database_url, account, client, mfa_clock
+):
+    """A server that ran with the key derived from SECRET_KEY, restarted with its own
+    MFA_ENCRYPTION_KEY: the factors still open, and each is sealed anew under the new key
+    at its next accepted code."""
+    factor = await enrol(client, account, mfa_clock)  # sealed under the derived key
+    key = Fernet.generate_key().decode()
+    restarted = create_app(Settings.for_testing(database_url=database_url, mfa_encryption_key=key))
+    async with restarted.test_app():
+        other = restarted.test_client()
+        token = await mfa_token(other, account.email)
+
+        response = await challenge(other, token, code=code(factor.secret, mfa_clock))
+
+        assert response.status_code == 200, await response.get_json()
+        async with DATABASE.get(restarted).sessionmaker() as db:
+            sealed = await db.scalar(select(TotpFactor.secret))
+    assert Fernet(key.encode()).decrypt(sealed.encode()).decode() == factor.secret

@@ -16,7 +16,7 @@ from quart_auth_api import create_app, get_jwt, jwt_required
 from settings import Settings
 from tests.helpers.http import PASSWORD, Account, bearer, claims_of, login_body, problem, register
 from tests.helpers.mailbox import deliver_all, link_token, mail_settings, to
-from tests.helpers.mfa import Factor, challenge, code, enrol, mfa_token
+from tests.helpers.mfa import Factor, challenge, code, enrol, mfa_token, raced_login
 
 NEW_PASSWORD = "a different passphrase"
 
@@ -39,8 +39,8 @@ async def app(database_url: str) -> AsyncIterator[Quart]:
 
 @dataclass
 class TwoSessions:
-    """A user with a factor: `aal1`, a session opened by the password before enrolment,
-    and `factor`, whose tokens are of the session that enrolled (aal2)."""
+    """A user with a factor: `aal1`, a password-only session (a login that raced the
+    enrolment), and `factor`, whose tokens are of the session that enrolled (aal2)."""
 
     account: Account
     aal1: str
@@ -48,11 +48,34 @@ class TwoSessions:
 
 
 @pytest.fixture
-async def enrolled(client, mfa_clock) -> TwoSessions:
+async def enrolled(app, client, mfa_clock) -> TwoSessions:
     account = await register(client, email="ada@example.com")
     earlier = await login_body(client, account.email)
     factor = await enrol(client, account, mfa_clock)
-    return TwoSessions(account, earlier["access_token"], factor)
+    return TwoSessions(account, await raced_login(app, earlier["access_token"]), factor)
+
+
+async def test_enrolling_ends_every_other_session(client, mfa_clock):
+    account = await register(client, email="ada@example.com")
+    other = await login_body(client, account.email)
+
+    factor = await enrol(client, account, mfa_clock)
+
+    await problem(
+        await client.get("/auth/me", headers=bearer(other["access_token"])), 401, "token_revoked"
+    )
+    assert (await client.get("/auth/me", headers=factor.auth)).status_code == 200
+
+
+async def test_the_enrolling_sessions_old_access_token_is_not_aal2(client, account, mfa_clock):
+    factor = await enrol(client, account, mfa_clock)  # the same session, its new tokens aal2
+
+    response = await client.post(
+        "/auth/mfa/recovery-codes", headers=account.auth
+    )  # minted before: its claim says aal1
+
+    await problem(response, 403, "aal2_required")
+    assert (await client.post("/auth/mfa/recovery-codes", headers=factor.auth)).status_code == 200
 
 
 def step_up_requests(sessions_id: str) -> list[tuple[str, str, dict]]:

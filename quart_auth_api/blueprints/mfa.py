@@ -78,7 +78,9 @@ async def verify_totp(data: TotpVerifyIn) -> EnrolledOut:
 
     Answers ten single-use recovery codes (shown only now) and new tokens of this
     session, which now counts as having passed the second factor (`aal2`); its old
-    refresh token is spent. From now on, a login asks for a code. A wrong code is 403
+    refresh token is spent. Every other session ends, and pending reset and
+    address-change links are void (a password alone opened them). From now on, a login
+    asks for a code. A wrong code is 403
     `mfa_invalid_code`; a factor id that is not your pending one (or expired), 404.
     Codes are limited per account (429 `rate_limited`).
     """
@@ -149,16 +151,19 @@ async def challenge(data: MfaChallengeIn) -> TokenOut:
 
 
 @bp.post("/recovery-codes")
-@jwt_required(aal2=True)
+@documents_errors(NotFound)
+@jwt_required(fresh=True, aal2=True)
 @validate_response(RecoveryCodesOut)
 async def recovery_codes() -> RecoveryCodesOut:
     """Make ten new recovery codes.
 
-    Needs a session that passed the second factor (`aal2`). The old codes stop
-    working; the new ones are shown only now.
+    Needs a fresh access token of a session that passed the second factor (`aal2`).
+    The old codes stop working; the new ones are shown only now; a notice is mailed.
     """
     live = get_live_session()
-    codes = await mfa.regenerate_recovery_codes(get_db(), user_id=live.user.id)
+    codes = await mfa.regenerate_recovery_codes(
+        get_db(), user_id=live.user.id, notify=extensions.mail_enabled()
+    )
     audit("mfa_recovery_codes_regenerated", user=live.user.public_id, sid=live.session_id)
     return RecoveryCodesOut(recovery_codes=codes)
 

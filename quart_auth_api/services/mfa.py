@@ -39,7 +39,8 @@ from ..errors import (
 )
 from ..mail import notice
 from ..models import MfaChallenge, RecoveryCode, TotpFactor, User, utcnow
-from .outbox import enqueue
+from .links import Purpose, void_links
+from .outbox import drop_pending_links, enqueue
 from .sessions import restart_session, revoke_sessions
 
 log = logging.getLogger("quart_auth_api.mfa")
@@ -51,6 +52,8 @@ CHALLENGE_LIFETIME = timedelta(seconds=300)
 CHALLENGE_TRIES = 5
 AMR_OTP: tuple[str, ...] = ("pwd", "otp")
 AMR_RECOVERY: tuple[str, ...] = ("pwd", "recovery_code")
+#: The links a password alone could have asked for, voided when a factor is turned on.
+CREDENTIAL_LINKS: tuple[Purpose, ...] = ("password_reset", "email_change")
 
 
 @dataclass(frozen=True)
@@ -116,7 +119,9 @@ async def confirm_enrolment(
     notify: bool,
 ) -> tuple[list[str], int]:
     """Turn the pending factor on with a code it shows now: its first recovery codes, and
-    the new generation of `session_id`, which is now `aal2` (`pwd otp`). A factor that is
+    the new generation of `session_id`, which is now `aal2` (`pwd otp`). Every other
+    session is revoked and pending reset and address-change links are voided (a password
+    alone opened them). A factor that is
     not this user's pending one, or expired, is `NotFound`; a wrong code `WrongMfaCode`.
     With `notify`, a notice is mailed. Commits."""
     now = utcnow()
@@ -143,16 +148,23 @@ async def confirm_enrolment(
         raise WrongMfaCode()
     codes = await _replace_recovery_codes(db, user_id=user_id)
     generation = await restart_session(db, session_id=session_id, lifetime=lifetime, amr=AMR_OTP)
+    # a credential change: what a password alone opened before (another session, a pending
+    # address change or reset) must not outlast the factor
+    await revoke_sessions(db, user_id=user_id, reason="mfa_enrolled", keep=session_id)
+    await void_links(db, user_id=user_id, purpose=CREDENTIAL_LINKS)
+    await drop_pending_links(db, user_id=user_id, kinds=CREDENTIAL_LINKS)
     await _notify(db, notify=notify, user_id=user_id, kind="mfa_enabled")
     await db.commit()
     return codes, generation
 
 
-async def regenerate_recovery_codes(db: AsyncSession, *, user_id: int) -> list[str]:
-    """Ten new recovery codes; the old ones stop working. Commits."""
+async def regenerate_recovery_codes(db: AsyncSession, *, user_id: int, notify: bool) -> list[str]:
+    """Ten new recovery codes; the old ones stop working; with `notify`, a notice is
+    mailed. Commits."""
     if not await has_factor(db, user_id=user_id):
         raise NotFound("There is no factor to make recovery codes for.")
     codes = await _replace_recovery_codes(db, user_id=user_id)
+    await _notify(db, notify=notify, user_id=user_id, kind="mfa_recovery_codes_regenerated")
     await db.commit()
     return codes
 

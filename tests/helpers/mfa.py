@@ -3,17 +3,19 @@ the codes are computed against (`MfaClock`, patched into the one the service rea
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from quart import Quart
 from quart.typing import TestClientProtocol
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from quart_auth_api.crypto import totp
 from quart_auth_api.db import DATABASE
-from tests.helpers.http import PASSWORD, Account, bearer
+from quart_auth_api.models import AuthSession
+from tests.helpers.http import PASSWORD, Account, bearer, claims_of
 
 
 @dataclass
@@ -103,3 +105,19 @@ async def rows(app: Quart, model: Any) -> int:
     """How many rows the table of `model` holds."""
     async with DATABASE.get(app).sessionmaker() as db:
         return int(await db.scalar(select(func.count()).select_from(model)) or 0)
+
+
+async def raced_login(app: Quart, access_token: str) -> str:
+    """Bring back the session of `access_token`, a password-only login opened before the
+    factor was confirmed, as a login racing the confirmation leaves it (its session row
+    committed after the confirmation revoked the others): the one way a user with a factor
+    holds an `aal1` session. The token, live again."""
+    sid = uuid.UUID(claims_of(access_token)["sid"])
+    async with DATABASE.get(app).sessionmaker() as db:
+        await db.execute(
+            update(AuthSession)
+            .where(AuthSession.id == sid)
+            .values(revoked_at=None, revoked_reason=None)
+        )
+        await db.commit()
+    return access_token

@@ -38,7 +38,15 @@ from quart_auth_api.services import users
 from tests.helpers.attacks import mailed_token, refused
 from tests.helpers.http import PASSWORD, bearer, claims_of, login, login_body, problem, register
 from tests.helpers.mailbox import deliver_all
-from tests.helpers.mfa import Factor, challenge, code, enrol, mfa_token, start_enrolment
+from tests.helpers.mfa import (
+    Factor,
+    challenge,
+    code,
+    enrol,
+    mfa_token,
+    raced_login,
+    start_enrolment,
+)
 
 pytestmark = pytest.mark.usefixtures("mfa_clock")
 
@@ -239,12 +247,12 @@ async def test_parallel_enrolment_confirmations_confirm_once(build_app, mfa_cloc
 
 
 @pytest.fixture
-async def aal1_session(client, account, mfa_clock, exposure) -> tuple[str, Factor]:
-    """A user with a factor: the access token of a session opened by a login before the
-    enrolment (so it never passed the factor), and the factor."""
+async def aal1_session(app, client, account, mfa_clock, exposure) -> tuple[str, Factor]:
+    """A user with a factor: the access token of a session opened by a login that raced
+    the enrolment (so it never passed the factor), and the factor."""
     before = await login_body(client, account.email)
     factor = await enrolled(client, account, mfa_clock, exposure)
-    return before["access_token"], factor
+    return await raced_login(app, before["access_token"]), factor
 
 
 async def test_control_an_aal2_token_forged_alike_is_accepted(app, client, aal1_session, exposure):
