@@ -35,18 +35,11 @@ from quart_auth_api import extensions
 from quart_auth_api.db import DATABASE
 from quart_auth_api.models import RecoveryCode, TotpFactor
 from quart_auth_api.services import users
+from tests.helpers import mfa
 from tests.helpers.attacks import mailed_token, refused
 from tests.helpers.http import PASSWORD, bearer, claims_of, login, login_body, problem, register
 from tests.helpers.mailbox import deliver_all
-from tests.helpers.mfa import (
-    Factor,
-    challenge,
-    code,
-    enrol,
-    mfa_token,
-    raced_login,
-    start_enrolment,
-)
+from tests.helpers.mfa import Factor, challenge, code, enrol, mfa_token, raced_login
 
 pytestmark = pytest.mark.usefixtures("mfa_clock")
 
@@ -226,7 +219,7 @@ async def test_parallel_wrong_codes_spend_exactly_five_tries(racer, mfa_clock, e
 async def test_parallel_enrolment_confirmations_confirm_once(build_app, mfa_clock, exposure):
     app, client = await build_app(rate_limit_enabled=False)
     account = await register(client, email="ada@example.com")
-    started = await start_enrolment(client, account.auth)
+    started = await mfa.start_enrolment(client, account.auth)
     exposure.secret(started["secret"])
     body = {"factor_id": started["factor_id"], "code": code(started["secret"], mfa_clock)}
 
