@@ -33,8 +33,16 @@ from ..errors import (
 )
 from ..mail import Message, link_url, notice
 from ..models import OutboxMessage, User, utcnow
-from .links import Purpose, consume_link, find_link, issue_link, void_links
-from .outbox import Claimed, drop_pending_links, enqueue, enqueue_link
+from .links import (
+    ALL_PURPOSES,
+    CREDENTIAL_PURPOSES,
+    Purpose,
+    consume_link,
+    find_link,
+    issue_link,
+    void_pending,
+)
+from .outbox import Claimed, enqueue, enqueue_link
 from .sessions import restart_session, revoke_sessions
 
 
@@ -55,17 +63,6 @@ class LinkRules:
                 "email_change": settings.email_change_token_expires,
             },
         )
-
-
-#: The links a changed password voids: a reset, and an address change someone asked for.
-CREDENTIAL_LINKS: tuple[Purpose, ...] = ("password_reset", "email_change")
-ALL_LINKS: tuple[Purpose, ...] = ("password_reset", "email_verify", "email_change")
-
-
-async def _void_pending(db: AsyncSession, *, user_id: int, purposes: tuple[Purpose, ...]) -> None:
-    """Void the user's unused links of `purposes` and drop their mails not sent yet."""
-    await void_links(db, user_id=user_id, purpose=purposes)
-    await drop_pending_links(db, user_id=user_id, kinds=purposes)
 
 
 # -- registration and login ------------------------------------------------------------
@@ -192,7 +189,7 @@ async def reset_password(
         raise InvalidLinkToken()
     user.password_hash = password_hash
     user.email_verified_at = user.email_verified_at or utcnow()
-    await _void_pending(db, user_id=user.id, purposes=CREDENTIAL_LINKS)
+    await void_pending(db, user_id=user.id, purposes=CREDENTIAL_PURPOSES)
     await revoke_sessions(db, user_id=user.id, reason="password_reset")
     if notify:
         enqueue(db, message=notice("password_changed", to=user.email), user_id=user.id)
@@ -242,7 +239,7 @@ async def change_password(
         await db.rollback()
         raise WrongPassword(user=user.public_id)
     set_committed_value(user, "password_hash", new_hash)
-    await _void_pending(db, user_id=user.id, purposes=CREDENTIAL_LINKS)
+    await void_pending(db, user_id=user.id, purposes=CREDENTIAL_PURPOSES)
     await revoke_sessions(db, user_id=user.id, reason="password_changed", keep=session_id)
     generation = await restart_session(db, session_id=session_id, lifetime=lifetime)
     if notify:
@@ -300,7 +297,7 @@ async def confirm_email_change(
     except IntegrityError:
         await db.rollback()
         raise EmailTaken() from None
-    await _void_pending(db, user_id=user.id, purposes=ALL_LINKS)  # the old mailbox opens nothing
+    await void_pending(db, user_id=user.id, purposes=ALL_PURPOSES)  # the old mailbox opens nothing
     await revoke_sessions(db, user_id=user.id, reason="email_changed", keep=keep)
     await db.commit()
     return user, old

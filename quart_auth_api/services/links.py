@@ -14,14 +14,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..crypto.digests import link_digest, new_link_token
 from ..db import delete_batch
-from ..models import AccountToken, User, utcnow
+from ..models import AccountToken, OutboxMessage, User, utcnow
 
 Purpose = Literal["password_reset", "email_verify", "email_change"]
+ALL_PURPOSES: tuple[Purpose, ...] = ("password_reset", "email_verify", "email_change")
+#: What a password alone can ask for: voided when a credential changes under it.
+CREDENTIAL_PURPOSES: tuple[Purpose, ...] = ("password_reset", "email_change")
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,24 @@ async def void_links(
         .execution_options(synchronize_session=False)
     )
     return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def void_pending(db: AsyncSession, *, user_id: int, purposes: tuple[Purpose, ...]) -> None:
+    """Void every link of the user and `purposes` still pending: its unused tokens, and its
+    mails not sent yet (a link mail is composed, its token minted, only when it is sent:
+    a credential changed under it, so that token must never be minted). The caller
+    commits."""
+    await void_links(db, user_id=user_id, purpose=purposes)
+    await db.execute(
+        delete(OutboxMessage)
+        .where(
+            OutboxMessage.user_id == user_id,
+            OutboxMessage.kind.in_(purposes),
+            OutboxMessage.sent_at.is_(None),
+            OutboxMessage.failed_at.is_(None),
+        )
+        .execution_options(synchronize_session=False)
+    )
 
 
 async def purge_links(db: AsyncSession, *, older_than: datetime, batch: int) -> int:

@@ -39,8 +39,8 @@ from ..errors import (
 )
 from ..mail import notice
 from ..models import MfaChallenge, RecoveryCode, TotpFactor, User, utcnow
-from .links import Purpose, void_links
-from .outbox import drop_pending_links, enqueue
+from .links import CREDENTIAL_PURPOSES, void_pending
+from .outbox import enqueue
 from .sessions import restart_session, revoke_sessions
 
 log = logging.getLogger("quart_auth_api.mfa")
@@ -52,8 +52,6 @@ CHALLENGE_LIFETIME = timedelta(seconds=300)
 CHALLENGE_TRIES = 5
 AMR_OTP: tuple[str, ...] = ("pwd", "otp")
 AMR_RECOVERY: tuple[str, ...] = ("pwd", "recovery_code")
-#: The links a password alone could have asked for, voided when a factor is turned on.
-CREDENTIAL_LINKS: tuple[Purpose, ...] = ("password_reset", "email_change")
 
 
 @dataclass(frozen=True)
@@ -151,8 +149,7 @@ async def confirm_enrolment(
     # a credential change: what a password alone opened before (another session, a pending
     # address change or reset) must not outlast the factor
     await revoke_sessions(db, user_id=user_id, reason="mfa_enrolled", keep=session_id)
-    await void_links(db, user_id=user_id, purpose=CREDENTIAL_LINKS)
-    await drop_pending_links(db, user_id=user_id, kinds=CREDENTIAL_LINKS)
+    await void_pending(db, user_id=user_id, purposes=CREDENTIAL_PURPOSES)
     await _notify(db, notify=notify, user_id=user_id, kind="mfa_enabled")
     await db.commit()
     return codes, generation

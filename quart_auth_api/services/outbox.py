@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, delete, or_, select, update
+from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ..audit import audit
@@ -77,23 +77,6 @@ def enqueue(db: AsyncSession, *, message: Message, user_id: int | None) -> None:
             next_attempt_at=utcnow(),
         )
     )
-
-
-async def drop_pending_links(db: AsyncSession, *, user_id: int, kinds: tuple[str, ...]) -> int:
-    """Delete the user's link mails of `kinds` not sent yet (a credential changed under
-    them: the link they would carry must never be minted); how many. The caller
-    commits."""
-    result = await db.execute(
-        delete(OutboxMessage)
-        .where(
-            OutboxMessage.user_id == user_id,
-            OutboxMessage.kind.in_(kinds),
-            OutboxMessage.sent_at.is_(None),
-            OutboxMessage.failed_at.is_(None),
-        )
-        .execution_options(synchronize_session=False)
-    )
-    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 def enqueue_link(db: AsyncSession, *, kind: str, to: str, user_id: int | None) -> None:

@@ -13,11 +13,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..models import AuthSession, User, utcnow
-from .links import Purpose, void_links
-from .outbox import drop_pending_links
+from .links import ALL_PURPOSES, void_pending
 from .sessions import revoke_sessions
-
-ALL_LINKS: tuple[Purpose, ...] = ("password_reset", "email_verify", "email_change")
 
 
 class UnknownUser(LookupError):
@@ -116,8 +113,7 @@ async def set_active(db: AsyncSession, *, email: str, active: bool) -> Revoked:
         raise UnknownUser(normalised(email))
     revoked = await revoke_sessions(db, user_id=row.id, reason="user_disabled")
     if not active:  # its links die with it: enabling it again brings none back
-        await void_links(db, user_id=row.id, purpose=ALL_LINKS)
-        await drop_pending_links(db, user_id=row.id, kinds=ALL_LINKS)
+        await void_pending(db, user_id=row.id, purposes=ALL_PURPOSES)
     await db.commit()
     return Revoked(row.public_id, revoked)
 
