@@ -107,23 +107,21 @@ def aal2_if_enrolled(view: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R
 
 async def check_aal2_if_enrolled() -> None:
     """What `aal2_if_enrolled` checks, for a view that needs it only sometimes."""
-    live = get_live_session()
-    if not _is_aal2(get_jwt(), live) and await has_factor(get_db(), user_id=live.user.id):
-        raise Aal2Required(user=live.user.public_id, sid=live.session_id)
+    await _require_aal2(get_jwt(), get_live_session(), unless_no_factor=True)
 
 
-def _is_aal2(claims: dict[str, Any], live: LiveSession) -> bool:
+async def _require_aal2(
+    claims: dict[str, Any], live: LiveSession, *, unless_no_factor: bool
+) -> None:
     """The token says aal2 and so does its session's row (a claim alone proves nothing
-    the session did not do)."""
-    return claims.get("aal") == tokens.AAL2 and live.aal == tokens.AAL2
-
-
-async def _refuse_below_aal2(claims: dict[str, Any], live: LiveSession) -> None:
-    if _is_aal2(claims, live):
+    the session did not do); otherwise `Aal2Required` for a user with a factor, and for
+    one without, `MfaRequired` (or nothing, `unless_no_factor`)."""
+    if claims.get("aal") == tokens.AAL2 and live.aal == tokens.AAL2:
         return
     if await has_factor(get_db(), user_id=live.user.id):
         raise Aal2Required(user=live.user.public_id, sid=live.session_id)
-    raise MfaRequired(user=live.user.public_id, sid=live.session_id)
+    if not unless_no_factor:
+        raise MfaRequired(user=live.user.public_id, sid=live.session_id)
 
 
 async def verify_jwt_in_request(
@@ -152,7 +150,7 @@ async def verify_jwt_in_request(
     if live is None:
         raise TokenRevoked()
     if aal2:
-        await _refuse_below_aal2(claims, live)
+        await _require_aal2(claims, live, unless_no_factor=False)
     g._jwt = claims
     g._jwt_session = live
 

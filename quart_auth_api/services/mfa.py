@@ -64,11 +64,13 @@ class Enrolment:
 
 @dataclass(frozen=True)
 class Challenge:
-    """An `mfa_token` that has a try left, and whose user it is."""
+    """An `mfa_token` that has a try left, whose user it is, and the digest of the
+    password hash it was opened under."""
 
     id: int
     user_id: int
     email: str
+    password_digest: str
 
 
 async def has_factor(db: AsyncSession, *, user_id: int) -> bool:
@@ -183,9 +185,9 @@ async def _replace_recovery_codes(db: AsyncSession, *, user_id: int) -> list[str
 async def remove_factor(
     db: AsyncSession, *, user_id: int, keep: uuid.UUID | None, notify: bool
 ) -> bool:
-    """Remove the user's factor, recovery codes and open challenges, and revoke every
-    session but `keep` (None: all of them); False when there was no confirmed factor.
-    With `notify`, a notice is mailed. Commits."""
+    """Remove the user's factor and recovery codes, and revoke every session but `keep`
+    (None: all of them; `revoke_sessions` voids the open challenges too); False when
+    there was no confirmed factor. With `notify`, a notice is mailed. Commits."""
     removed = await db.execute(
         delete(TotpFactor)
         .where(TotpFactor.user_id == user_id, TotpFactor.confirmed_at.is_not(None))
@@ -194,7 +196,6 @@ async def remove_factor(
     if not removed.rowcount:  # type: ignore[attr-defined]
         return False
     await db.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user_id))
-    await db.execute(delete(MfaChallenge).where(MfaChallenge.user_id == user_id))
     await revoke_sessions(db, user_id=user_id, reason="mfa_removed", keep=keep)
     await _notify(db, notify=notify, user_id=user_id, kind="mfa_removed")
     await db.commit()
@@ -235,7 +236,7 @@ async def find_challenge(db: AsyncSession, *, raw: str) -> Challenge:
     (unknown, expired, used or out of tries: one answer)."""
     row = (
         await db.execute(
-            select(MfaChallenge.id, MfaChallenge.user_id, User.email)
+            select(MfaChallenge.id, MfaChallenge.user_id, User.email, MfaChallenge.password_digest)
             .join(User, User.id == MfaChallenge.user_id)
             .where(
                 MfaChallenge.digest == link_digest(raw),
@@ -248,7 +249,7 @@ async def find_challenge(db: AsyncSession, *, raw: str) -> Challenge:
     ).one_or_none()
     if row is None:
         raise MfaTokenInvalid()
-    return Challenge(row.id, row.user_id, row.email)
+    return Challenge(row.id, row.user_id, row.email, row.password_digest)
 
 
 async def spend_try(db: AsyncSession, *, challenge: Challenge) -> None:
@@ -284,10 +285,7 @@ async def pass_challenge(
     committed: the caller opens the session in this transaction (with the password hash
     the challenge was opened for, so a password changed meanwhile opens nothing)."""
     user = await db.get(User, challenge.user_id)
-    stored = await db.scalar(
-        select(MfaChallenge.password_digest).where(MfaChallenge.id == challenge.id)
-    )
-    if user is None or stored != link_digest(user.password_hash):
+    if user is None or challenge.password_digest != link_digest(user.password_hash):
         raise MfaTokenInvalid()  # the password changed since the login: log in again
     if code is not None:
         await _spend_code(db, sealer=sealer, user=user, code=code)
