@@ -2,18 +2,16 @@
 
 The engine and session factory live in the `DATABASE` slot, opened in
 `before_serving` and disposed in `after_serving`; each request gets one lazily
-created `AsyncSession`, closed at teardown. The hot path skips the ORM unit of work:
-the guard's check on every request is `read_one()`, the rotation of a refresh token
-`write()`, each one statement on a pooled connection outside any explicit
-transaction (no BEGIN/ROLLBACK round trips).
+created `AsyncSession`, closed at teardown. The hot path skips the ORM unit of work and
+SQLAlchemy's execution: the guard's check on every request is `read_one()`, the
+rotation of a refresh token `write()`, each one statement run on the driver itself
+(`statements.py`) outside any explicit transaction (no BEGIN/ROLLBACK round trips).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import sqlite3
-from collections import namedtuple
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +20,6 @@ from typing import Any
 from quart import Quart, g
 from sqlalchemy import (
     ColumnElement,
-    Executable,
     MetaData,
     Select,
     UpdateBase,
@@ -32,7 +29,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DatabaseError, DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -40,12 +37,12 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase
-from sqlalchemy.util import greenlet_spawn
 
 from settings import INSTANCE_DIR, Settings
 
 from . import extensions
 from .extensions import Slot
+from .statements import PostgresStatements, SqliteStatements
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 #: Milliseconds PostgreSQL keeps a session idle inside a transaction before ending it.
@@ -73,10 +70,14 @@ class Database:
     sessionmaker: async_sessionmaker[AsyncSession]
     #: The same pool; on PostgreSQL in autocommit, so one statement is one round trip.
     direct: AsyncEngine
-    #: SQLite: the hot path's statements, each compiled once.
-    sqlite: SqliteStatements | None = field(default=None, repr=False)
+    #: The hot path's statements, each compiled once and run on the driver.
+    statements: SqliteStatements | PostgresStatements = field(repr=False)
     #: Seconds the token check may take on PostgreSQL, connecting included.
     check_timeout: float = 2.0
+
+    async def close(self) -> None:
+        self.statements.close()
+        await self.engine.dispose()
 
 
 #: The database while the app serves.
@@ -183,128 +184,42 @@ def open_database(settings: Settings) -> Database:
     engine = create_engine(settings)
     sessions = async_sessionmaker(engine, expire_on_commit=False)
     if settings.is_sqlite:  # the driver begins a transaction only before a write
-        return Database(engine, sessions, engine, SqliteStatements(engine))
+        return Database(engine, sessions, engine, SqliteStatements(engine, settings.database_url))
     direct = engine.execution_options(isolation_level="AUTOCOMMIT")  # an attribute on asyncpg
     return Database(
-        engine, sessions, direct, check_timeout=settings.db_check_timeout.total_seconds()
+        engine,
+        sessions,
+        direct,
+        PostgresStatements(engine),
+        check_timeout=settings.db_check_timeout.total_seconds(),
     )
 
 
 async def read_one(select: AnySelect, parameters: Mapping[str, Any]) -> Any | None:
-    """The one row (attributes named as the columns) `select` finds, or None.
+    """The one row (attributes named as the columns) `select` finds, or None: on the
+    driver itself, without SQLAlchemy's execution (`statements.py`).
 
-    When the connection turns out to be dead, e.g. after PostgreSQL restarted,
-    SQLAlchemy discards it and every pooled connection as old as it, and the read runs
-    once more on a new one instead of failing the request. On PostgreSQL all of it,
-    getting a connection and the retry included, has DB_CHECK_TIMEOUT: a partition
-    answers 503 at once instead of holding the request.
+    When the connection turns out to be dead, e.g. after PostgreSQL restarted, it is
+    discarded with every pooled connection as old as it, and the read runs once more on
+    a new one instead of failing the request. On PostgreSQL all of it, getting a
+    connection and the retry included, has DB_CHECK_TIMEOUT: a partition answers 503 at
+    once instead of holding the request.
     """
     database = DATABASE.get()
-    if database.sqlite is not None:
-        return await database.sqlite.compiled(select).one(parameters)
-
-    async def once() -> Any | None:
-        async with database.direct.connect() as connection:
-            # cut short by the deadline, it is terminated (`_never_reuse_after_a_timeout`)
-            return (await connection.execute(select, parameters)).one_or_none()
-
+    if isinstance(database.statements, SqliteStatements):
+        return await database.statements.one(select, parameters)
     async with asyncio.timeout(database.check_timeout):  # one bound, the retry included
-        try:
-            return await once()
-        except DBAPIError as error:
-            if not error.connection_invalidated:
-                raise
-        return await once()
+        return await database.statements.one(select, parameters)
 
 
 async def write(statement: UpdateBase, parameters: Mapping[str, Any]) -> int:
     """Run one UPDATE or DELETE as its own transaction; the number of rows it changed."""
     database = DATABASE.get()
-    if database.sqlite is not None:
-        return await database.sqlite.compiled(statement).rowcount(parameters)
+    if isinstance(database.statements, SqliteStatements):
+        return await database.statements.rowcount(statement, parameters)
     async with database.direct.begin() as connection:
         result = await connection.execute(statement, parameters)
     return int(result.rowcount)  # type: ignore[attr-defined]
-
-
-@dataclass
-class SqliteStatements:
-    """The hot path's statements on SQLite, each run as one call in aiosqlite's thread.
-
-    Through SQLAlchemy's cursor one statement takes four or five trips to that thread
-    (cursor, execute, fetch, close, end of transaction). For the guard's read they cost
-    four times the CPU of the query itself, about 0.6 of the 1.3 ms of a
-    `GET /auth/me`; for a write the database stays locked from the statement to the
-    commit, while the event loop goes on with other requests and every other writer
-    waits (bench/README.md).
-    """
-
-    engine: AsyncEngine
-    cache: dict[int, SqliteStatement] = field(default_factory=dict)
-
-    def compiled(self, statement: Executable) -> SqliteStatement:
-        found = self.cache.get(id(statement))
-        if found is None:  # the entry keeps the statement alive, so its id stays its own
-            found = self.cache[id(statement)] = SqliteStatement(statement, self.engine)
-        return found
-
-
-class SqliteStatement:
-    """One statement compiled once for SQLite, with SQLAlchemy's own conversions of its
-    parameters and columns."""
-
-    def __init__(self, statement: Executable, engine: AsyncEngine) -> None:
-        dialect = engine.dialect
-        self.statement = statement
-        self.engine = engine
-        self.compiled = statement.compile(dialect=dialect)  # type: ignore[attr-defined]
-        self.processors = [
-            (name, self.compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect))
-            for name in self.compiled.positiontup or ()
-        ]
-        columns = list(getattr(statement, "selected_columns", ()))
-        self.row: Any = namedtuple("Row", [column.key for column in columns])  # type: ignore[misc]
-        self.columns = [
-            column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
-        ]
-
-    async def one(self, values: Mapping[str, Any]) -> Any | None:
-        rows = await self._run(values, "execute_fetchall")
-        if not rows:
-            return None
-        if len(rows) > 1:
-            raise RuntimeError("read_one: the query found more than one row")
-        return self.row._make(
-            value if process is None else process(value)
-            for value, process in zip(rows[0], self.columns, strict=True)
-        )
-
-    async def rowcount(self, values: Mapping[str, Any]) -> int:
-        cursor = await self._run(values, "execute", autocommit=True)
-        return int(cursor.rowcount)
-
-    async def _run(
-        self, values: Mapping[str, Any], method: str, *, autocommit: bool = False
-    ) -> Any:
-        given = self.compiled.construct_params(values)  # with the statement's own literals
-        parameters = [
-            given[name] if process is None else process(given[name])
-            for name, process in self.processors
-        ]
-        connection = await self.engine.raw_connection()
-        driver: Any = connection.driver_connection  # aiosqlite.Connection
-        level = driver.isolation_level
-        try:
-            if autocommit:  # the statement is its own transaction, committed in that call
-                driver.isolation_level = None
-            return await getattr(driver, method)(self.compiled.string, parameters)
-        except sqlite3.OperationalError as error:  # locked, unreadable: as SQLAlchemy raises it
-            raise OperationalError(self.compiled.string, None, error) from None
-        except sqlite3.Error as error:
-            raise DatabaseError(self.compiled.string, None, error) from None
-        finally:
-            driver.isolation_level = level
-            await greenlet_spawn(connection.close)  # to the pool, or closed: the driver awaits
 
 
 def init_app(app: Quart) -> None:
@@ -318,7 +233,7 @@ def init_app(app: Quart) -> None:
     async def _close() -> None:
         database = DATABASE.pop(app)
         if database is not None:
-            await database.engine.dispose()
+            await database.close()
 
     @app.teardown_appcontext
     async def _close_session(_error: BaseException | None) -> None:

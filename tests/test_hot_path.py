@@ -3,15 +3,19 @@ one-statement refresh rotation give what the ORM gives, on both databases."""
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 import uuid
 from datetime import UTC, timedelta
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.engine import make_url
 
-from quart_auth_api.db import DATABASE, read_one
+from quart_auth_api.db import DATABASE, open_database, read_one
 from quart_auth_api.models import AuthSession, User, utcnow
 from quart_auth_api.services.sessions import LIVE_SESSION, CurrentUser, load_live_session
+from settings import Settings
 from tests.helpers.http import bearer, claims_of, problem, register
 
 
@@ -121,3 +125,51 @@ async def test_sqlite_errors_of_the_read_are_sqlalchemys(app, client):
     finally:
         async with DATABASE.get(app).engine.begin() as connection:
             await connection.exec_driver_sql("ALTER TABLE gone RENAME TO auth_sessions")
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_a_busy_sqlite_read_waits_in_the_thread_and_never_on_the_loop(database_url):
+    """The guard's SQLite read runs on the event loop and must never wait there: with
+    the database locked (another process in exclusive locking mode, mid-write), the loop's
+    read is refused at once and the read waits in aiosqlite's thread instead. The lock is
+    released by a task that needs the loop to run three times first: had the read held
+    the loop, the release would never come and the thread would give up after its busy
+    timeout (15 s, an error). The row written under the lock is what the read returns."""
+    path = make_url(database_url).database
+    assert path is not None
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    holder.execute(
+        "INSERT INTO users (id, public_id, email, name, password_hash, is_active, created_at,"
+        " updated_at) VALUES (7, ?, 'locked@example.com', 'Ada', 'x', 1, ?, ?)",
+        (uuid.uuid4().hex, "2026-01-01 00:00:00.000000", "2026-01-01 00:00:00.000000"),
+    )
+    database = open_database(Settings.for_testing(database_url=database_url))
+    ticks = 0
+
+    async def release_after_three_ticks() -> None:
+        nonlocal ticks
+        while ticks < 3:
+            await asyncio.sleep(0.05)
+            ticks += 1
+        holder.execute("COMMIT")
+        holder.close()
+
+    try:
+        release = asyncio.create_task(release_after_three_ticks())
+        row = await database.statements.one(
+            select(User.email).where(User.id == bindparam("id")), {"id": 7}
+        )
+        await release
+        reader = database.statements._reader  # type: ignore[union-attr]
+        assert reader is not None
+        # it never waits for a lock (a busy timeout would hold the loop), and never writes
+        assert reader.execute("PRAGMA busy_timeout").fetchone() == (0,)
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            reader.execute("DELETE FROM users")
+    finally:
+        await database.close()
+    assert row is not None and row.email == "locked@example.com"
+    assert ticks == 3
+    assert database.statements.busy_reads == 1  # type: ignore[union-attr]

@@ -45,7 +45,7 @@ LAYERS: list[set[str]] = [
     {"errors"},
     {"audit"},
     {"client", "db", "metrics"},
-    {"extensions", "_version"},
+    {"extensions", "_version", "statements"},
     {"crypto.tokens"},
     {"crypto.keys", "crypto.passwords", "crypto.digests", "crypto.totp", "crypto.sealing"},
 ]
