@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from functools import wraps
 from typing import Any, TypeVar
@@ -97,9 +97,16 @@ def init_app(app: Quart) -> None:
 
 
 async def _start() -> None:
-    incoming = request.headers.get("X-Request-ID", "")
-    g.request_id = incoming if REQUEST_ID_RE.fullmatch(incoming) else uuid.uuid4().hex
+    # getlist: werkzeug's get() raises and catches an exception for a missing header
+    incoming = request.headers.getlist("X-Request-ID")
+    valid = len(incoming) == 1 and REQUEST_ID_RE.fullmatch(incoming[0])
+    g.request_id = incoming[0] if valid else new_request_id()
     g.started = time.perf_counter()
+
+
+def new_request_id() -> str:
+    """32 random hex digits (as many as a UUID4's hex form, without building one)."""
+    return os.urandom(16).hex()
 
 
 async def _require_json_body() -> None:
@@ -161,7 +168,7 @@ def _redacted(path: str) -> str:
 
 async def _finish(response: Response) -> Response:
     settings = extensions.settings()
-    request_id = g.get("request_id") or uuid.uuid4().hex
+    request_id = g.get("request_id") or new_request_id()
     headers = response.headers
     headers["X-Request-ID"] = request_id
     # one pass over what the view set (werkzeug's setdefault raises and catches an

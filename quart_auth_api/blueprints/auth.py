@@ -21,7 +21,6 @@ from ..errors import (
 )
 from ..guards import (
     check_aal2_if_enrolled,
-    current_user,
     get_jwt,
     get_live_session,
     jwt_required,
@@ -190,4 +189,4 @@ async def me() -> UserOut:
 
     Needs an access token of a live session.
     """
-    return UserOut.of(current_user)
+    return UserOut.of(get_live_session().user)
