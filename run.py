@@ -18,11 +18,9 @@ import re
 import signal
 import sys
 import tempfile
-import time
 from collections.abc import Callable
-from multiprocessing.connection import wait
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from hypercorn.asyncio.run import asyncio_worker, uvloop_worker
 from hypercorn.config import Config, Sockets
@@ -142,13 +140,18 @@ def hypercorn_config(settings: Settings) -> Config:
     return config
 
 
-def serve_workers(config: Config) -> int:
-    """hypercorn's multi-worker `run()`, except that SIGTERM drains every worker.
+def serve_workers(config: Config) -> NoReturn:
+    """Fork `config.workers` hypercorn workers from this process, then become their
+    supervisor (`supervise.py`, stdlib only); this returns only if that exec fails.
 
-    hypercorn 0.18 returns when the first worker exits and terminates the others, which
-    cuts their in-flight requests; and its parent keeps the listening socket open, so new
-    connections hang during shutdown. Here every worker gets `GRACEFUL_TIMEOUT` to
-    finish, and the parent closes the sockets at once so new connections are refused.
+    hypercorn 0.18's own multi-worker `run()` returns when the first worker exits and
+    terminates the others, which cuts their in-flight requests, and its parent keeps the
+    listening sockets open, so new connections hang during shutdown. Here SIGTERM reaches
+    every worker, which stops accepting at once (its socket closes: new connections are
+    refused) and drains its requests within `GRACEFUL_TIMEOUT`; the parent holds no
+    socket. And the parent does not keep the app it built: once the workers are forked it
+    execs the supervisor, a small program of its own, so the pages of the app that both
+    workers had copied are no longer kept a third time.
 
     On Linux each worker listens on its own socket (hypercorn sets SO_REUSEPORT when
     there are several workers) and the kernel spreads new connections over them. On one
@@ -161,51 +164,46 @@ def serve_workers(config: Config) -> int:
         sockets = [config.create_sockets() for _ in range(config.workers)]
     else:
         sockets = [config.create_sockets()] * config.workers
+    # blocked until the supervisor waits for them (the mask survives exec); each worker
+    # unblocks them and handles SIGTERM and SIGINT itself (hypercorn drains)
+    signal.pthread_sigmask(signal.SIG_BLOCK, SUPERVISED_SIGNALS)
     context = multiprocessing.get_context("fork")
-    shutdown = context.Event()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited by the workers: we decide
     processes = [
-        context.Process(target=_worker, args=(worker, config, own, sockets, shutdown))
-        for own in sockets
+        context.Process(target=_worker, args=(worker, config, own, sockets)) for own in sockets
     ]
     gc.freeze()  # the collector leaves the parent's objects alone: their pages stay shared
     for process in processes:
         process.start()
-    listening = {sock for own in sockets for sock in [*own.secure_sockets, *own.insecure_sockets]}
+    for sock in {sock for own in sockets for sock in _listening(own)}:
+        sock.close()  # the parent serves nothing: only the workers listen
+    sys.stdout.flush()
+    sys.stderr.flush()
+    supervisor = str(Path(__file__).with_name("supervise.py"))
+    pids = [str(process.pid) for process in processes]
+    os.execv(sys.executable, [sys.executable, supervisor, str(config.graceful_timeout), *pids])  # noqa: S606
 
-    def stop(*_: object) -> None:
-        shutdown.set()  # every worker stops accepting and drains its requests
-        for sock in listening:
-            sock.close()
 
-    for name in ("SIGINT", "SIGTERM"):
-        signal.signal(getattr(signal, name), stop)
-    wait([process.sentinel for process in processes])  # a signal, or a worker died
-    stop()
-    deadline = time.monotonic() + config.graceful_timeout + 5
-    for process in processes:
-        process.join(max(0.0, deadline - time.monotonic()))
-        if process.is_alive():
-            process.kill()
-            process.join()
-    return next((process.exitcode for process in processes if process.exitcode), 0)
+#: What the supervisor waits for (`supervise.WATCHED`).
+SUPERVISED_SIGNALS = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT}
+
+
+def _listening(sockets: Sockets) -> list[Any]:
+    return [*sockets.secure_sockets, *sockets.insecure_sockets]
 
 
 def _worker(
-    worker: Callable[..., None],
-    config: Config,
-    own: Sockets,
-    everyone: list[Sockets],
-    shutdown: Any,
+    worker: Callable[..., None], config: Config, own: Sockets, everyone: list[Sockets]
 ) -> None:
     """A forked worker: it closes its copies of the other workers' sockets (so that a
-    socket whose worker has stopped is closed and refuses connections), then serves."""
+    socket whose worker has stopped is closed and refuses connections), then serves
+    until SIGTERM or SIGINT (hypercorn's handlers: stop accepting, drain, shut down)."""
     for sockets in everyone:
         if sockets is not own:
-            for sock in [*sockets.secure_sockets, *sockets.insecure_sockets]:
+            for sock in _listening(sockets):
                 sock.close()
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, SUPERVISED_SIGNALS)
     gc.enable()  # off in the parent since start-up (see main)
-    worker(config=config, sockets=own, shutdown_event=shutdown)
+    worker(config=config, sockets=own)
 
 
 def main() -> int:
