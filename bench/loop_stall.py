@@ -1,0 +1,251 @@
+"""How long the guard's SQLite read holds the event loop, while other processes write.
+
+    make bench-loop-stall                      # 5 rounds of 10 s, 2 writer processes
+    python -m bench.loop_stall --rounds 3 --seconds 5 --writers 1
+
+On SQLite the token check reads on the event loop (`statements.SqliteStatements`,
+stdlib `sqlite3`, busy timeout 0, falling back to aiosqlite's thread when busy). This
+measures that claim under the service's own write load: a database made by the
+service's models with `--sessions` sessions, `--writers` processes each doing what
+logins, refreshes and logouts do (insert a session, bump a generation, revoke one, each
+its own transaction, `--write-rate` rounds a second, SQLite's automatic checkpoints
+included), and on the loop the
+service's own `LIVE_SESSION` read of random sessions, back to back, for `--seconds`.
+
+Each round measures both ways of reading, interleaved (loop, thread, loop, thread …):
+on the loop, every call's wall time is the time the loop was held; through the thread,
+the time a request waits for its row. Python's garbage collector is off while a round
+reads (a collection can pause any code on the loop; the service's workers freeze what
+they inherit, so theirs are short): what is timed is the read. It prints, per round
+and as the median of the rounds: reads per second, p50 / p99 / p99.9 / max in
+microseconds, the calls that held the loop over 1 ms (and whether the process slept or
+was preempted in them), and the reads that found the database busy and went to the
+thread. A benchmark, never a test: nothing here is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import multiprocessing
+import random
+import resource
+import sqlite3
+import statistics
+import tempfile
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.pool import NullPool
+
+from quart_auth_api.db import Base, create_engine, open_database
+from quart_auth_api.models import utcnow
+from quart_auth_api.services.sessions import LIVE_SESSION
+from settings import Settings
+
+STALL_US = 1000.0
+
+
+def make_database(path: Path, sessions: int) -> list[tuple[str, str]]:
+    """The service's schema with one user per 4 sessions; (session id, user public id)."""
+    settings = Settings.for_testing(database_url=f"sqlite:///{path}")
+
+    async def create() -> None:
+        engine = create_engine(settings, poolclass=NullPool)
+        async with engine.begin() as connection:
+            await connection.run_sync(Base.metadata.create_all)
+        await engine.dispose()
+
+    asyncio.run(create())
+    now = utcnow().strftime("%Y-%m-%d %H:%M:%S.%f")
+    later = (utcnow() + timedelta(days=30)).strftime("%Y-%m-%d %H:%M:%S.%f")
+    pairs = []
+    with sqlite3.connect(path) as db:
+        for number in range(sessions // 4 or 1):
+            public = uuid.uuid4()
+            db.execute(
+                "INSERT INTO users (id, public_id, email, name, password_hash, is_active,"
+                " created_at, updated_at) VALUES (?, ?, ?, 'Ada', 'x', 1, ?, ?)",
+                (number + 1, public.hex, f"user{number}@example.com", now, now),
+            )
+            for _ in range(4):
+                sid = uuid.uuid4()
+                db.execute(
+                    "INSERT INTO auth_sessions (id, user_id, generation, created_at,"
+                    " last_used_at, expires_at, amr) VALUES (?, ?, 0, ?, ?, ?, 'pwd')",
+                    (sid.hex, number + 1, now, now, later),
+                )
+                pairs.append((str(sid), str(public)))
+    return pairs
+
+
+def writer(path: str, stop: Any, users: int, seed: int, rate: float) -> None:
+    """What the other workers' logins, refreshes and logouts write, until `stop` is set:
+    `rate` rounds a second (each three transactions), or as fast as it can with 0."""
+    rng = random.Random(seed)  # noqa: S311 (which rows to write, not a secret)
+    db = sqlite3.connect(path, timeout=15, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    mine: list[str] = []
+    pace = 1 / rate if rate > 0 else 0.0
+    next_round = time.monotonic()
+    while not stop.is_set():
+        if pace:
+            next_round += pace
+            time.sleep(max(0.0, next_round - time.monotonic()))
+        now = utcnow().strftime("%Y-%m-%d %H:%M:%S.%f")
+        sid = uuid.uuid4().hex
+        db.execute(
+            "INSERT INTO auth_sessions (id, user_id, generation, created_at, last_used_at,"
+            " expires_at, amr) VALUES (?, ?, 0, ?, ?, ?, 'pwd')",
+            (sid, rng.randint(1, users), now, now, now),
+        )
+        mine.append(sid)
+        db.execute(
+            "UPDATE auth_sessions SET generation = generation + 1, rotated_at = ? WHERE id = ?",
+            (now, rng.choice(mine)),
+        )
+        if len(mine) > 50:
+            db.execute(
+                "UPDATE auth_sessions SET revoked_at = ?, revoked_reason = 'logout' WHERE id = ?",
+                (now, mine.pop(0)),
+            )
+    db.close()
+
+
+async def measure(
+    path: Path, pairs: list[tuple[str, str]], seconds: float, on_loop: bool
+) -> dict[str, Any]:
+    settings = Settings.for_testing(database_url=f"sqlite:///{path}")
+    database = open_database(settings)
+    statements = database.statements
+    if not on_loop:
+        statements.path = None  # type: ignore[union-attr]  # every read through the thread
+    rng = random.Random(1)  # noqa: S311 (which sessions to read)
+    samples: list[float] = []
+    blocked = preempted = faults = 0  # calls over 1 ms that slept / that the scheduler paused
+    worst_cpu = 0.0  # the most CPU time one of those calls used
+    gc.collect()
+    gc.disable()  # a collection can pause any code: measured here is the read alone
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        sid, sub = rng.choice(pairs)
+        values = {"session_id": uuid.UUID(sid), "user_public_id": uuid.UUID(sub), "now": utcnow()}
+        before = resource.getrusage(resource.RUSAGE_THREAD)
+        cpu_started = time.thread_time()
+        started = time.perf_counter()
+        await statements.one(LIVE_SESSION, values)
+        held = (time.perf_counter() - started) * 1e6
+        cpu = (time.thread_time() - cpu_started) * 1e6
+        samples.append(held)
+        if held > STALL_US and on_loop:
+            after = resource.getrusage(resource.RUSAGE_THREAD)
+            if after.ru_nvcsw > before.ru_nvcsw:  # gave the CPU up: a sleep or a disk read
+                blocked += 1
+            elif after.ru_nivcsw > before.ru_nivcsw:  # taken off the CPU by the scheduler
+                preempted += 1
+            worst_cpu = max(worst_cpu, cpu)
+            faults = max(faults, after.ru_minflt - before.ru_minflt)
+    gc.enable()
+    busy = getattr(statements, "busy_reads", 0)
+    await database.close()
+    samples.sort()
+
+    def at(q: float) -> float:
+        return samples[min(len(samples) - 1, int(q * len(samples)))]
+
+    return {
+        "reads_per_s": len(samples) / seconds,
+        "p50": at(0.5),
+        "p99": at(0.99),
+        "p999": at(0.999),
+        "max": samples[-1],
+        "over_1ms": sum(1 for s in samples if s > STALL_US),
+        "busy": busy,
+        "blocked": blocked,
+        "preempted": preempted,
+        "worst_cpu": worst_cpu,
+        "faults": faults,
+        "reads": len(samples),
+    }
+
+
+def line(label: str, r: dict[str, Any]) -> str:
+    return (
+        f"  {label:8} {r['reads_per_s']:9,.0f} reads/s  p50 {r['p50']:7.1f}  p99 {r['p99']:7.1f}"
+        f"  p99.9 {r['p999']:7.1f}  max {r['max']:8.1f} µs  over 1 ms {r['over_1ms']:>4}"
+        f" of {r['reads']:,}"
+        + (
+            f" (slept {r['blocked']}, preempted {r['preempted']}, most CPU {r['worst_cpu']:.0f} µs, faults {r['faults']}); busy→thread {r['busy']}"
+            if label == "loop"
+            else ""
+        )
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.loop_stall", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--writers", type=int, default=2)
+    parser.add_argument("--sessions", type=int, default=20_000)
+    parser.add_argument(
+        "--write-rate", type=float, default=300.0, help="rounds/s per writer, 0: flat out (300)"
+    )
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="qaa-loop-stall-") as folder:
+        path = Path(folder) / "bench.db"
+        pairs = make_database(path, args.sessions)
+        print(
+            f"loop stall: {args.sessions:,} sessions, {args.writers} writer process(es) at "
+            f"{args.write_rate:g} rounds/s each (3 transactions a round; 0: flat out), "
+            f"{args.rounds} rounds of {args.seconds:g} s per way, interleaved; µs per read"
+        )
+        context = multiprocessing.get_context("spawn")
+        stop = context.Event()
+        writers = [
+            context.Process(
+                target=writer, args=(str(path), stop, len(pairs) // 4, n, args.write_rate)
+            )
+            for n in range(args.writers)
+        ]
+        for process in writers:
+            process.start()
+        results: dict[str, list[dict[str, Any]]] = {"loop": [], "thread": []}
+        try:
+            time.sleep(1.0)
+            for round_number in range(1, args.rounds + 1):
+                print(f"round {round_number}")
+                for way in ("loop", "thread") if round_number % 2 else ("thread", "loop"):
+                    result = asyncio.run(measure(path, pairs, args.seconds, way == "loop"))
+                    results[way].append(result)
+                    print(line(way, result), flush=True)
+        finally:
+            stop.set()
+            for process in writers:
+                process.join(30)
+                if process.is_alive():
+                    process.kill()
+        print("median of the rounds")
+        for way, rounds in results.items():
+            median = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
+            print(line(way, median))
+        loop = results["loop"]
+        print(
+            f"on the loop, all rounds: {sum(r['reads'] for r in loop):,} reads, worst "
+            f"{max(r['max'] for r in loop):,.1f} µs; over 1 ms: "
+            f"{sum(r['over_1ms'] for r in loop)}, of which the read slept or waited in "
+            f"{sum(r['blocked'] for r in loop)} and the scheduler paused the process in "
+            f"{sum(r['preempted'] for r in loop)}; busy reads sent to the thread: "
+            f"{sum(r['busy'] for r in loop)}"
+        )
+
+
+if __name__ == "__main__":
+    main()
