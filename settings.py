@@ -300,8 +300,6 @@ class Settings(BaseSettings):
             resolved["jwt_cookie_secure"] = production
         if "bcrypt_rounds" not in given:
             resolved["bcrypt_rounds"] = 4 if self.env == "testing" else 12
-        if "bcrypt_threads" not in given:
-            resolved["bcrypt_threads"] = os.cpu_count() or 1
         if self.mail_backend is None:
             resolved["mail_backend"] = "console" if self.env == "development" else "none"
         elif production and self.mail_backend == "console":
@@ -317,8 +315,12 @@ class Settings(BaseSettings):
             raise ValueError("MAIL_FROM: expected an address, e.g. Name <no-reply@example.com>")
         if self.log_format is None:
             resolved["log_format"] = "json" if production else "text"
+        cores = os.cpu_count() or 1
         if "web_concurrency" not in given:
-            resolved["web_concurrency"] = (os.cpu_count() or 1) if production else 1
+            resolved["web_concurrency"] = cores if production else 1
+        if "bcrypt_threads" not in given:  # one hash per core across the machine's workers
+            workers = resolved.get("web_concurrency", self.web_concurrency)
+            resolved["bcrypt_threads"] = max(1, cores // workers)
         for name, value in resolved.items():
             object.__setattr__(self, name, value)  # still inside validation
         if production:

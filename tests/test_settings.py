@@ -342,3 +342,25 @@ def test_a_bad_mail_setting_stops_start_up_with_one_line(environment, line):
 def test_production_refuses_console_mail():
     with pytest.raises(ConfigError, match="^config error: MAIL_BACKEND: console is refused"):
         production(MAIL_BACKEND="console")
+
+
+@pytest.mark.parametrize(
+    ("environment", "threads"),
+    [
+        ({}, 1),
+        ({"WEB_CONCURRENCY": "1"}, 4),
+        ({"WEB_CONCURRENCY": "2"}, 2),
+        ({"WEB_CONCURRENCY": "8"}, 1),
+    ],
+)
+def test_bcrypt_threads_default_to_one_hash_per_core_across_the_workers(
+    monkeypatch, environment, threads
+):
+    """More hashes in flight than cores only make each login slower: by default each
+    worker gets the cores divided among the workers (at least one; production's default
+    is a worker per core). Development's one worker gets every core; a set value stays."""
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    production = {"QUART_ENV": "production", "SECRET_KEY": STRONG, "JWT_SECRET_KEY": OTHER}
+    assert load(**production, **environment).bcrypt_threads == threads
+    assert load(**production, **environment, BCRYPT_THREADS="3").bcrypt_threads == 3
+    assert load().bcrypt_threads == 4
