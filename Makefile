@@ -65,7 +65,7 @@ $(BENCH_VENV)/.installed: requirements-bench.txt bench/flask_reference/requireme
 	$(BENCH_PY) -m pip install --quiet -r requirements-bench.txt
 	@touch $@
 
-.PHONY: bench bench-smoke bench-profile bench-compare bench-lifecycle bench-mfa
+.PHONY: bench bench-smoke bench-profile bench-compare bench-lifecycle bench-mfa bench-loop-stall
 
 ## bench: this service vs the Flask reference (SQLite and PostgreSQL, scaling, table growth);
 ## writes bench/results/<date>/ and bench/latest.{json,png}. Installs wrk (apt-get) when missing.
@@ -89,6 +89,11 @@ bench-compare: $(BIN)/.runtime $(BENCH_VENV)/.installed
 ## and GET /auth/me with and without a second factor (interleaved rounds; SQLite and PostgreSQL)
 bench-mfa: $(BIN)/.runtime $(BENCH_VENV)/.installed
 	BENCH_COMMAND="make bench-mfa" $(BENCH_PY) -m bench.run --mfa $(BENCH_ARGS)
+
+## bench-loop-stall: how long the guard's SQLite read holds the event loop while two other
+## processes write (against the same read through aiosqlite's thread, interleaved)
+bench-loop-stall: $(BIN)/.runtime
+	$(PY) -m bench.loop_stall $(BENCH_ARGS)
 
 ## bench-lifecycle: forgot-password timing for unknown/inactive/known addresses (interleaved),
 ## and an SMTP outage (requests answered while down, mail delivered after, duplicates)

@@ -1,4 +1,5 @@
-"""The benchmark's chart: every figure for both sides, with the command, machine and date."""
+"""The benchmark's chart: every figure for both sides (and the ceiling's, where it has one),
+the medians of the rounds, with the command, machine and date."""
 
 from __future__ import annotations
 
@@ -11,8 +12,12 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 
-COLORS = {"service": "#3b6fb6", "flask": "#c8553d"}
-LABELS = {"service": "this (Quart)", "flask": "Flask reference"}
+COLORS = {"service": "#3b6fb6", "flask": "#c8553d", "ceiling": "#9a9a9a"}
+LABELS = {
+    "service": "this (Quart)",
+    "flask": "Flask reference",
+    "ceiling": "ceiling (bare Quart, JWT decode only)",
+}
 PANELS = [
     ("me_rps", "GET /auth/me throughput", "req/s"),
     ("me_p99_ms", "GET /auth/me p99", "ms"),
@@ -28,9 +33,9 @@ PANELS = [
 def _bars(
     ax: Any, groups: list[str], values: dict[str, list[float]], title: str, unit: str
 ) -> None:
-    width = 0.38
-    for offset, side in ((-width / 2, "service"), (width / 2, "flask")):
-        xs = [i + offset for i in range(len(groups))]
+    width = 0.76 / len(values)
+    for number, side in enumerate(values):
+        xs = [i + (number - (len(values) - 1) / 2) * width for i in range(len(groups))]
         bars = ax.bar(xs, values[side], width, color=COLORS[side], label=LABELS[side])
         ax.bar_label(bars, labels=[_short(v) for v in values[side]], fontsize=7, padding=1)
     ax.set_xticks(range(len(groups)), groups, fontsize=8)
@@ -58,7 +63,8 @@ def draw(result: dict[str, Any], path: Path) -> None:
     for ax, (key, title, unit) in zip(axes.flat, PANELS, strict=False):
         values = {
             side: [result["results"][b][side]["figures"][key] for b in backends]
-            for side in ("service", "flask")
+            for side in COLORS
+            if all(key in result["results"][b].get(side, {}).get("figures", {}) for b in backends)
         }
         _bars(ax, backends, values, title, unit)
     if rows == 3:
@@ -67,7 +73,7 @@ def draw(result: dict[str, Any], path: Path) -> None:
             workers = list(scaling["workers"])
             for key, title in (("me_rps", "GET /auth/me"), ("login_rps", "POST /auth/login")):
                 ax = next(panels)
-                for side in ("service", "flask"):
+                for side in (s for s in COLORS if key in scaling["workers"][workers[0]].get(s, {})):
                     ys = [scaling["workers"][w][side][key] for w in workers]
                     ax.plot(
                         [int(w) for w in workers], ys, "o-", color=COLORS[side], label=LABELS[side]
@@ -96,7 +102,7 @@ def draw(result: dict[str, Any], path: Path) -> None:
         for ax in panels:
             ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper right", fontsize=9, ncols=2)
+    fig.legend(handles, labels, loc="upper right", fontsize=9, ncols=3)
     meta = result["meta"]
     machine = meta["machine"]
     bound = result["bcrypt"]
@@ -107,11 +113,14 @@ def draw(result: dict[str, Any], path: Path) -> None:
         f"{machine['os']}; load average {machine['load_average_at_start']} at the start, "
         f"{machine.get('load_average_at_end', '?')} at the end\n"
         f"{plan['workers']} worker(s) per side (hypercorn+uvloop vs gunicorn "
-        f"{plan['reference_worker_class']}), {plan['duration']:g}s per figure, bcrypt cost "
+        f"{plan['reference_worker_class']}), {plan['duration']:g}s per figure, "
+        f"medians of {plan.get('rounds', 1)} interleaved rounds, bcrypt cost "
         f"{bound['rounds']} ({bound['seconds_per_hash'] * 1000:.0f} ms/hash, bound "
         f"{bound['bound_per_s']:.1f}/s)"
     )
-    fig.suptitle("Quart Auth API vs Flask reference (same API, same machine, same run)")
+    fig.suptitle(
+        "Quart Auth API vs Flask reference (same API, same machine, same run)", x=0.01, ha="left"
+    )
     fig.text(0.01, 0.005, footer, fontsize=8, va="bottom", family="monospace")
     fig.tight_layout(rect=(0, 0.07, 1, 0.97))
     fig.savefig(path, dpi=110)

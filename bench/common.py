@@ -11,6 +11,7 @@ from typing import Any
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = PROJECT_ROOT / "bench"
 REFERENCE_DIR = BENCH_DIR / "flask_reference"
+CEILING_DIR = BENCH_DIR / "ceiling"
 WRK_DIR = BENCH_DIR / "wrk"
 
 READY_TIMEOUT = 90.0
@@ -29,6 +30,9 @@ TOKEN_KEYS = {"user", "access_token", "refresh_token", "token_type", "expires_in
 USER_KEYS = {"id", "email", "name", "created_at", "updated_at"}
 DB_NAME_RE = re.compile(r"qaa_bench_[a-z0-9_]{1,40}")
 SIDES = ("service", "flask")
+#: The third side: bare Quart + hypercorn + uvloop, JWT decode only (bench/ceiling/).
+CEILING = "ceiling"
+ALL_SIDES = (*SIDES, CEILING)
 
 
 class BenchError(RuntimeError):

@@ -24,6 +24,8 @@ from pathlib import Path
 import psutil
 
 from bench.common import (
+    CEILING,
+    CEILING_DIR,
     DB_NAME_RE,
     PROJECT_ROOT,
     PSQL_TIMEOUT,
@@ -98,14 +100,16 @@ def fresh_database(backend: str, side: str, work_dir: Path, pg: Postgres | None)
 
 @dataclass
 class Server:
-    """A running server (the service under hypercorn or the reference under gunicorn)."""
+    """A running server: the service or the ceiling under hypercorn, the reference under
+    gunicorn."""
 
     side: str
     process: subprocess.Popen[bytes]
     base_url: str
     log_path: Path
     workers: int
-    database_url: str
+    database_url: str  # "" for the ceiling
+    jwt_secret: str = field(default="", repr=False)
     descendants: set[int] = field(default_factory=set)
 
     def log_tail(self, lines: int = 40) -> str:
@@ -125,6 +129,14 @@ class Server:
             if "resource_tracker" not in cmdline:
                 pids.append(process.pid)
         return pids
+
+    def gone(self) -> str:
+        """What is wrong when the server has exited or lost workers ("" when it has not)."""
+        if self.process.poll() is None and len(self.worker_pids()) >= self.workers:
+            return ""
+        state = f"exited {self.process.returncode}" if self.process.poll() is not None else ""
+        lost = f"{len(self.worker_pids())} of {self.workers} workers left"
+        return f"\n{self.side} server: {state or lost}; its log ends:\n{self.log_tail(15)}"
 
     def wait_ready(self) -> None:
         deadline = time.monotonic() + READY_TIMEOUT
@@ -214,14 +226,18 @@ def start_server(
     pool_size: int = 5,
     root: Path = PROJECT_ROOT,
     extra_env: dict[str, str] | None = None,
+    secret: str | None = None,
 ) -> Iterator[Server]:
     """Migrate/create the schema, start one side and wait until every worker is up.
 
     The Flask reference's sync workers serve one request at a time (one connection
     each, from Flask-SQLAlchemy's default pool of 5); the service gets `pool_size`.
-    The service runs from `root`: this checkout, or another revision's files."""
+    The service runs from `root`: this checkout, or another revision's files. The
+    ceiling (bench/ceiling/, no database: `database_url` is ignored) runs with the
+    service's Python; give it the service's `secret` (JWT_SECRET_KEY, a fresh one when
+    None) to drive it with the service's tokens."""
     port = free_port()
-    secret = secrets.token_urlsafe(48)
+    secret = secret or secrets.token_urlsafe(48)
     env = sides.clean_env()
     env.update(
         DATABASE_URL=database_url,
@@ -249,6 +265,10 @@ def start_server(
             env=env,
         )
         args, cwd = [python, "run.py"], root
+    elif side == CEILING:
+        database_url = ""
+        env.update(WEB_CONCURRENCY=str(workers), HOST="127.0.0.1", PORT=str(port))
+        args, cwd = [str(sides.service_python), "serve.py"], CEILING_DIR
     else:
         python = str(sides.reference_python)
         run_checked(
@@ -276,7 +296,9 @@ def start_server(
         process = subprocess.Popen(  # noqa: S603
             args, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
         )
-    server = Server(side, process, f"http://127.0.0.1:{port}", log_path, workers, database_url)
+    server = Server(
+        side, process, f"http://127.0.0.1:{port}", log_path, workers, database_url, secret
+    )
     try:
         server.wait_ready()
         yield server

@@ -180,7 +180,8 @@ def line(label: str, r: dict[str, Any]) -> str:
         f"  p99.9 {r['p999']:7.1f}  max {r['max']:8.1f} µs  over 1 ms {r['over_1ms']:>4}"
         f" of {r['reads']:,}"
         + (
-            f" (slept {r['blocked']}, preempted {r['preempted']}, most CPU {r['worst_cpu']:.0f} µs, faults {r['faults']}); busy→thread {r['busy']}"
+            f" (slept {r['blocked']}, preempted {r['preempted']}, most CPU"
+            f" {r['worst_cpu']:.0f} µs, faults {r['faults']}); busy→thread {r['busy']}"
             if label == "loop"
             else ""
         )

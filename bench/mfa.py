@@ -35,6 +35,7 @@ from typing import Any
 
 from bench.common import HTTP_TIMEOUT, PASSWORD, TOKEN_KEYS, BenchError
 from bench.harness import Server, fresh_database
+from bench.rounds import spread
 from bench.seed import call, write_lines
 from bench.suite import Bench, Plan
 
@@ -179,11 +180,6 @@ def latency(values: list[float]) -> dict[str, float]:
         "mean_ms": round(statistics.fmean(values), 3),
         "max_ms": round(max(values), 3),
     }
-
-
-def spread(values: list[float]) -> dict[str, float]:
-    found = {"median": statistics.median(values), "min": min(values), "max": max(values)}
-    return {key: round(value, 4) for key, value in found.items()}
 
 
 def challenge_latency(

@@ -12,11 +12,13 @@ from typing import Any
 
 import psutil
 
-from bench.common import BENCH_DIR, PROJECT_ROOT, SIDES, run_checked
+from bench.common import BENCH_DIR, CEILING, PROJECT_ROOT, SIDES, run_checked
 from bench.harness import service_pool_size
 from bench.mfa import markdown_lines as mfa_markdown_lines
 from bench.mfa import report_lines as mfa_report_lines
-from bench.suite import FIGURE_KEYS, FIGURES, GROWTH_TABLE, SIDE_LABEL
+from bench.rounds import conclude
+from bench.suite import FIGURE_KEYS, FIGURES
+from bench.sweeps import GROWTH_KEYS, GROWTH_TABLE, SCALING_KEYS
 
 SERVICE_PACKAGES = [
     "Quart",
@@ -29,6 +31,8 @@ SERVICE_PACKAGES = [
     "bcrypt",
     "pydantic",
 ]
+#: A table of the report: its title, its head and its rows of cells.
+Table = tuple[str, list[str], list[list[str]]]
 REFERENCE_PACKAGES = [
     "Flask",
     "Flask-JWT-Extended",
@@ -108,30 +112,26 @@ def subprocess_output(args: list[str]) -> str:
     return result.stdout + result.stderr
 
 
-def ratio(this: float, flask: float) -> float | None:
-    return round(this / flask, 3) if flask else None
-
-
-def apply_bound(
-    results: dict[str, Any], scaling: dict[str, Any] | None, bound: dict[str, Any]
+def conclude_results(
+    results: dict[str, Any],
+    scaling: dict[str, Any] | None,
+    growth: dict[str, Any] | None,
+    bound: dict[str, Any],
 ) -> None:
-    """Login throughput as a percentage of the bcrypt bound (known at the end of the run)."""
+    """Once the bcrypt bound is final: each round's login throughput as a percentage of
+    it, then every side's medians and every ratio, round by round (rounds.conclude)."""
     per_s = bound["bound_per_s"]
-    for sides in results.values():
+    rows = list((scaling or {}).get("workers", {}).values())
+    for group in [*results.values(), *rows]:
         for side in SIDES:
-            figures = sides[side]["figures"]
-            figures["login_pct_of_bound"] = round(100 * figures["login_rps"] / per_s, 3)
-    for row in (scaling or {}).get("workers", {}).values():
-        for side in SIDES:
-            row[side]["login_pct_of_bound"] = round(100 * row[side]["login_rps"] / per_s, 2)
-
-
-def add_ratios(results: dict[str, Any]) -> None:
-    for sides in results.values():
-        sides["ratio"] = {
-            key: ratio(sides["service"]["figures"][key], sides["flask"]["figures"][key])
-            for key in FIGURE_KEYS
-        }
+            for found in group[side]["rounds"]:
+                found["login_pct_of_bound"] = round(100 * found["login_rps"] / per_s, 3)
+    for group in results.values():
+        conclude(group, FIGURE_KEYS, nest="figures")
+    for group in rows:
+        conclude(group, SCALING_KEYS)
+    for group in (growth or {}).get("rows", {}).values():
+        conclude(group, GROWTH_KEYS)
 
 
 def fmt(value: float | None) -> str:
@@ -140,6 +140,29 @@ def fmt(value: float | None) -> str:
     if abs(value) >= 100:
         return f"{value:,.0f}"
     return f"{value:.2f}"
+
+
+def spread_text(found: dict[str, Any] | None, mark: str = "×") -> str:
+    """A ratio of the rounds: `median× (min–max)`."""
+    if found is None:
+        return "-"
+    return f"{fmt(found['median'])}{mark} ({fmt(found['min'])}–{fmt(found['max'])})"
+
+
+def cells(group: dict[str, Any], key: str, nest: str | None = None) -> list[str]:
+    """One figure of a group: this, Flask, the ceiling's (or -), this/Flask, this/ceiling."""
+
+    def value(side: str) -> str:
+        found = group.get(side)
+        found = found.get(nest) if found and nest else found
+        return fmt(found.get(key)) if found and key in found else "-"
+
+    ceiling = (group.get("ceiling_ratio") or {}).get(key)
+    return [
+        *map(value, (*SIDES, CEILING)),
+        spread_text(group["ratio"].get(key)),
+        spread_text(ceiling),
+    ]
 
 
 def print_report(result: dict[str, Any]) -> None:
@@ -179,43 +202,61 @@ def print_report(result: dict[str, Any]) -> None:
         f"connections, {plan['probe_delay_ms']} ms apart); this service's DB_POOL_SIZE "
         f"{service_pool_size(plan['connections'], plan['workers'])} per worker"
     )
-    for backend, sides in result["results"].items():
+    print(
+        f"{plan.get('rounds', 1)} interleaved rounds (the sides' order rotates); a figure is "
+        "the median of its rounds, a ratio the median of the rounds' ratios (min-max)"
+    )
+    for title, head, rows in tables(result, better=True):
         print()
-        print(f"{backend:46} {'this':>11} {'Flask':>11} {'this/Flask':>11}")
-        for key, label, unit, better in FIGURES:
-            this = sides["service"]["figures"][key]
-            flask = sides["flask"]["figures"][key]
-            r = sides["ratio"][key]
+        print(title)
+        widths = [max(len(cell) for cell in column) for column in zip(head, *rows, strict=True)]
+        for row in (head, *rows):
+            first, *rest = (cell.replace("×", "x") for cell in row)
             print(
-                f"{label + ' (' + unit + ')':46} {fmt(this):>11} {fmt(flask):>11} "
-                f"{(fmt(r) + 'x') if r is not None else '-':>11}  ({better} is better)"
+                f"{first:{widths[0]}}  "
+                + "  ".join(f"{c:>{w}}" for c, w in zip(rest, widths[1:], strict=True))
             )
-    scaling = result.get("scaling")
-    if scaling and scaling["workers"]:
-        print()
-        print(f"scaling on {scaling['backend']}")
-        head = ("workers", "me req/s this", "Flask", "login req/s this", "Flask")
-        print(f"{head[0]:>7} {head[1]:>14} {head[2]:>9} {head[3]:>17} {head[4]:>9}")
-        for workers, row in scaling["workers"].items():
-            print(
-                f"{workers:>7} {fmt(row['service']['me_rps']):>14} {fmt(row['flask']['me_rps']):>9}"
-                f" {fmt(row['service']['login_rps']):>17} {fmt(row['flask']['login_rps']):>9}"
-            )
-    growth = result.get("growth")
-    if growth and growth["rows"]:
-        print()
-        print("GET /auth/me as the per-request table grows (PostgreSQL)")
-        for rows, sides in growth["rows"].items():
-            for side, row in sides.items():
-                print(
-                    f"{int(rows):>9} rows {SIDE_LABEL[side]:13} ({GROWTH_TABLE[side]}): "
-                    f"{fmt(row['me_rps'])} req/s, p50 {fmt(row['me_p50_ms'])} ms, "
-                    f"p99 {fmt(row['me_p99_ms'])} ms"
-                )
     if result.get("mfa"):
         print()
         print("\n".join(mfa_report_lines(result["mfa"])))
     print("=" * 78)
+
+
+def tables(result: dict[str, Any], *, better: bool = False) -> list[Table]:
+    """The report's tables (printed and in the README): title, head, rows of cells."""
+    found: list[Table] = []
+    ratios = ["this/Flask", "this/ceiling"]
+    for backend, group in result["results"].items():
+        rows = [
+            [f"{label.strip()} ({unit})", *cells(group, key, "figures")]
+            + ([f"{side} is better"] if better else [])
+            for key, label, unit, side in FIGURES
+        ]
+        head = ["figure", "this", "Flask", "ceiling", *ratios] + ([""] if better else [])
+        found.append((f"{backend}:", head, rows))
+    scaling = result.get("scaling") or {}
+    if scaling.get("workers"):
+        rows = [
+            [workers, *cells(row, "me_rps"), *cells(row, "login_rps")[:2]]
+            for workers, row in scaling["workers"].items()
+        ]
+        head = ["workers", "/auth/me this", "Flask", "ceiling", *ratios, "login this", "Flask"]
+        found.append((f"Scaling ({scaling['backend']}), req/s:", head, rows))
+    growth = result.get("growth") or {}
+    if growth.get("rows"):
+        rows = []
+        for size, group in growth["rows"].items():
+            p50, p99 = cells(group, "me_p50_ms"), cells(group, "me_p99_ms")
+            rows.append([f"{int(size):,}", f"{p50[0]} / {p99[0]}", f"{p50[1]} / {p99[1]}", p99[3]])
+        head = [
+            "rows",
+            f"this ({GROWTH_TABLE['service']})",
+            f"Flask ({GROWTH_TABLE['flask']})",
+            "p99 this/Flask",
+        ]
+        title = "GET /auth/me as the table checked per request grows (PostgreSQL), p50 / p99 ms:"
+        found.append((title, head, rows))
+    return found
 
 
 README = BENCH_DIR / "README.md"
@@ -242,49 +283,16 @@ def markdown(result: dict[str, Any]) -> str:
         f"{bound['bound_per_s']:.2f}/s).",
         "",
     ]
-    backends = list(result["results"])
-    head = "| figure | " + " | ".join(f"{b}: this | Flask | this/Flask" for b in backends) + " |"
-    lines += [head, "|---|" + "---:|---:|---:|" * len(backends)]
-    for key, label, unit, _better in FIGURES:
-        cells = []
-        for backend in backends:
-            sides = result["results"][backend]
-            r = sides["ratio"][key]
-            cells += [
-                fmt(sides["service"]["figures"][key]),
-                fmt(sides["flask"]["figures"][key]),
-                f"{fmt(r)}×" if r is not None else "-",
-            ]
-        lines.append(f"| {label.strip()} ({unit}) | " + " | ".join(cells) + " |")
-    scaling = result.get("scaling")
-    if scaling and scaling["workers"]:
-        lines += [
-            "",
-            f"Scaling ({scaling['backend']}), req/s:",
-            "",
-            "| workers | /auth/me this | Flask | login this | Flask |",
-            "|---:|---:|---:|---:|---:|",
-        ]
-        for workers, row in scaling["workers"].items():
-            lines.append(
-                f"| {workers} | {fmt(row['service']['me_rps'])} | {fmt(row['flask']['me_rps'])}"
-                f" | {fmt(row['service']['login_rps'])} | {fmt(row['flask']['login_rps'])} |"
-            )
-    growth = result.get("growth")
-    if growth and growth["rows"]:
-        lines += [
-            "",
-            "GET /auth/me as the table checked per request grows (PostgreSQL), p50 / p99 ms:",
-            "",
-            "| rows | this (auth_sessions) | Flask (token_blocklist) |",
-            "|---:|---:|---:|",
-        ]
-        for rows, sides in growth["rows"].items():
-            this, flask = sides["service"], sides["flask"]
-            lines.append(
-                f"| {int(rows):,} | {fmt(this['me_p50_ms'])} / {fmt(this['me_p99_ms'])} "
-                f"| {fmt(flask['me_p50_ms'])} / {fmt(flask['me_p99_ms'])} |"
-            )
+    lines.append(
+        f"{plan.get('rounds', 1)} interleaved rounds, the sides' order rotating: a figure is "
+        "the median of its rounds, a ratio the median of the rounds' ratios (min–max). The "
+        "ceiling is bare Quart + hypercorn + uvloop decoding the JWT, no database "
+        "(bench/ceiling/)."
+    )
+    for title, head, rows in tables(result):
+        lines += ["", title, "", "| " + " | ".join(head) + " |"]
+        lines.append("|---|" + "---:|" * (len(head) - 1))
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
     if result.get("mfa"):
         lines += ["", *mfa_markdown_lines(result["mfa"])]
     return "\n".join(lines) + "\n"

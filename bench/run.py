@@ -6,10 +6,12 @@
     python -m bench.run --compare REV  # GET /auth/me of this checkout against revision REV
     python -m bench.run --mfa        # only the MFA figures (bench/mfa.py; `make bench-mfa`)
 
-For each backend (SQLite, PostgreSQL) and each side (this service under hypercorn
-with uvloop and production settings; the Flask reference under gunicorn), with the
-same number of workers, the same bcrypt cost and a fresh database: seed users through
-the API, check both sides answer the same API, then measure with wrk:
+For each backend (SQLite, PostgreSQL) all three sides run at once, with the same number
+of workers: this service under hypercorn with uvloop and production settings, the Flask
+reference under gunicorn (each on a fresh database, the same bcrypt cost), and the
+ceiling (bench/ceiling/: bare Quart, hypercorn and uvloop, JWT decode only, no database).
+Seed users through the API, check both sides answer the same API, then measure with wrk,
+figure by figure, one side after the other, in `--rounds` rounds whose order rotates:
 
 1. GET /auth/me throughput and p50/p99 latency;
 2. POST /auth/login throughput, as a percentage of the bcrypt bound (cores / seconds
@@ -21,12 +23,15 @@ the API, check both sides answer the same API, then measure with wrk:
    rotated token is queued for a later request);
 6. resident memory of the server's processes, idle and at the peak under load.
 
+The ceiling has figures 1 and 6 (idle). Each figure is the median of its rounds; each
+ratio (this/Flask, this/ceiling) is computed round by round: its median and min-max.
 Then the scaling figures: /auth/me and login at 1, 2 and 4 workers, and /auth/me with
 10 thousand vs 1 million rows in the table each side checks per request (sessions here,
 the blocklist there) on PostgreSQL. Then, this service only, the MFA figures (mfa.py):
 POST /auth/mfa/challenge latency against POST /auth/login, and GET /auth/me with and
 without a second factor. Prints every figure for both sides with the ratio this/Flask,
 writes result.json and chart.png (and bench/latest.* for the README).
+Scaling and growth run `--sweep-duration` seconds per figure, interleaved the same way.
 """
 
 from __future__ import annotations
@@ -54,8 +59,7 @@ from bench.profile import profile
 from bench.report import (
     REFERENCE_PACKAGES,
     SERVICE_PACKAGES,
-    add_ratios,
-    apply_bound,
+    conclude_results,
     machine_info,
     package_versions,
     print_report,
@@ -63,7 +67,9 @@ from bench.report import (
     service_revision,
     wrk_version,
 )
-from bench.suite import FIGURES, Bench, Plan
+from bench.suite import CEILING_FIGURES, FIGURES, Bench, Plan
+from bench.sweeps import growth as measure_growth
+from bench.sweeps import scaling as measure_scaling
 
 LATEST_JSON = BENCH_DIR / "latest.json"
 LATEST_PNG = BENCH_DIR / "latest.png"
@@ -144,9 +150,13 @@ def build_plan(args: argparse.Namespace) -> Plan:
         if "postgresql" in backends
         else (),
         reference_worker_class=args.reference_worker_class,
+        rounds=int(pick(args.rounds, 3, 2)),
+        sweep_duration=float(pick(args.sweep_duration, 4.0, 1.0)),
         mfa_rounds=int(pick(args.mfa_rounds, 5, 3)),
         mfa_samples=int(pick(args.mfa_samples, 120, 8)),
     )
+    if plan.rounds < 1:
+        raise SystemExit("--rounds must be at least 1")
     if problem := mfa_plan_problem(plan):
         raise SystemExit(problem)
     return plan
@@ -163,7 +173,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="REV",
         help="GET /auth/me of this checkout against git revision REV, interleaved (compare.py)",
     )
-    parser.add_argument("--rounds", type=int, help="rounds of --compare (5; smoke 1)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        help="interleaved rounds of every figure (3; smoke 2); of --compare (5; smoke 1)",
+    )
     parser.add_argument(
         "--mfa", action="store_true", help="only the MFA figures of this service (mfa.py)"
     )
@@ -174,6 +188,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--mfa-samples", type=int, help="timed challenges, as many timed logins (120; smoke 8)"
     )
     parser.add_argument("--duration", type=float, help="seconds per figure (10; smoke 1)")
+    parser.add_argument(
+        "--sweep-duration", type=float, help="seconds per scaling/growth figure (4; smoke 1)"
+    )
     parser.add_argument("--workers", type=int, help="workers per side (CPU count; smoke 1)")
     parser.add_argument("--backends", help="sqlite,postgresql (smoke: sqlite)")
     parser.add_argument("--bcrypt-rounds", type=int, help="bcrypt cost on both sides (12; smoke 4)")
@@ -270,12 +287,11 @@ def main(argv: list[str] | None = None) -> int:
             f"per hash; bound {bench.bound['bound_per_s']:.2f} hashes/s"
         )
         results = bench.main_figures()
-        scaling = bench.scaling() if plan.scaling_workers else None
-        growth = bench.growth() if plan.growth_rows and pg else None
+        scaling = measure_scaling(bench) if plan.scaling_workers else None
+        growth = measure_growth(bench) if plan.growth_rows and pg else None
         mfa = measure_mfa(bench)
         bench.bound = bench.measure_bcrypt(*bench.bound["timings"])
-        apply_bound(results, scaling, bench.bound)
-        add_ratios(results)
+        conclude_results(results, scaling, growth, bench.bound)
     except BenchError as error:
         print(f"bench: {error}", file=sys.stderr)
         return 1
@@ -290,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
             key: {"label": label, "unit": unit, "better": better}
             for key, label, unit, better in FIGURES
         },
+        "ceiling_figures": list(CEILING_FIGURES),
         "results": results,
         "scaling": scaling,
         "growth": growth,

@@ -1,4 +1,5 @@
-"""Users seeded through the API, and the check that both sides answer the same API."""
+"""Users seeded through the API, and the checks that both sides answer the same API (and
+the ceiling the service's tokens)."""
 
 from __future__ import annotations
 
@@ -73,39 +74,66 @@ def seed_users(base_url: str, count: int, *, prefix: str, concurrency: int) -> S
     )
 
 
+def log_in(base_url: str, emails: list[str], *, concurrency: int) -> list[str]:
+    """A new session for each of `emails` (a password login each, concurrently): their
+    refresh tokens."""
+
+    def login(email: str) -> str:
+        body = {"email": email, "password": PASSWORD}
+        status, answer = call(base_url, "POST", "/auth/login", body=body)
+        _expect(f"POST /auth/login {email}", status, answer, 200, TOKEN_KEYS)
+        return str(answer["refresh_token"])
+
+    with ThreadPoolExecutor(max(1, concurrency)) as pool:
+        return list(pool.map(login, emails))
+
+
+def _expect(what: str, status: int, body: Any, want: int, keys: set[str] | None) -> None:
+    # a refused token: 401 (Flask-JWT-Extended answers 422 for a token of the wrong type)
+    wanted = {401, 422} if want == 401 else {want}
+    shape_ok = keys is None or (isinstance(body, dict) and set(body) >= keys)
+    if status not in wanted or not shape_ok:
+        raise BenchError(f"contract: {what}: {status} {body}")
+
+
 def check_contract(base_url: str, seed: Seed) -> None:
     """The same API on both sides: shapes of every endpoint the load uses, and logout."""
-
-    def expect(what: str, status: int, body: Any, want: int, keys: set[str] | None) -> None:
-        # a refused token: 401 (Flask-JWT-Extended answers 422 for a token of the wrong type)
-        wanted = {401, 422} if want == 401 else {want}
-        shape_ok = keys is None or (isinstance(body, dict) and set(body) >= keys)
-        if status not in wanted or not shape_ok:
-            raise BenchError(f"contract: {what}: {status} {body}")
-
     email = seed.emails[0]
     status, body = call(base_url, "GET", "/auth/me", token=seed.access_tokens[0])
-    expect("GET /auth/me", status, body, 200, USER_KEYS)
+    _expect("GET /auth/me", status, body, 200, USER_KEYS)
     status, body = call(
         base_url, "POST", "/auth/login", body={"email": email, "password": PASSWORD}
     )
-    expect("POST /auth/login", status, body, 200, TOKEN_KEYS)
-    expect("login user", 200, body["user"], 200, USER_KEYS)
+    _expect("POST /auth/login", status, body, 200, TOKEN_KEYS)
+    _expect("login user", 200, body["user"], 200, USER_KEYS)
     status, body = call(base_url, "POST", "/auth/refresh", token=body["refresh_token"])
-    expect("POST /auth/refresh", status, body, 200, TOKEN_KEYS)
+    _expect("POST /auth/refresh", status, body, 200, TOKEN_KEYS)
     access, refresh = body["access_token"], body["refresh_token"]
     status, _ = call(base_url, "GET", "/auth/me", token=refresh)
-    expect("GET /auth/me with a refresh token", status, None, 401, None)
+    _expect("GET /auth/me with a refresh token", status, None, 401, None)
     status, body = call(base_url, "POST", "/auth/logout", token=access)
-    expect("POST /auth/logout", status, body, 200, {"message"})
+    _expect("POST /auth/logout", status, body, 200, {"message"})
     status, _ = call(base_url, "GET", "/auth/me", token=access)
-    expect("GET /auth/me after logout", status, None, 401, None)
+    _expect("GET /auth/me after logout", status, None, 401, None)
     status, _ = call(base_url, "POST", "/auth/refresh", token=refresh)
-    expect("POST /auth/refresh after logout", status, None, 401, None)
+    _expect("POST /auth/refresh after logout", status, None, 401, None)
     status, _ = call(
         base_url, "POST", "/auth/login", body={"email": email, "password": "wrong password!"}
     )
-    expect("POST /auth/login, wrong password", status, None, 401, None)
+    _expect("POST /auth/login, wrong password", status, None, 401, None)
+
+
+def check_ceiling(base_url: str, seed: Seed) -> None:
+    """The ceiling answers the service's access tokens with the `User` shape, and
+    refuses its refresh tokens and a token whose signature is not its own."""
+    access, refresh = seed.access_tokens[0], seed.refresh_tokens[0]
+    status, body = call(base_url, "GET", "/auth/me", token=access)
+    _expect("ceiling: GET /auth/me", status, body, 200, USER_KEYS)
+    status, _ = call(base_url, "GET", "/auth/me", token=refresh)
+    _expect("ceiling: GET /auth/me with a refresh token", status, None, 401, None)
+    forged = ".".join([*access.split(".")[:2], refresh.split(".")[2]])
+    status, _ = call(base_url, "GET", "/auth/me", token=forged)
+    _expect("ceiling: GET /auth/me, another token's signature", status, None, 401, None)
 
 
 def write_lines(path: Path, lines: list[str]) -> Path:

@@ -1,5 +1,7 @@
-"""What a run measures and how: the figures, the plan, and `Bench`, which starts each side on
-a fresh database, seeds it and drives wrk against it."""
+"""What a run measures and how: the figures, the plan, and `Bench`, which starts the sides
+of a backend at once (the service and the Flask reference each on a fresh database, the
+ceiling on none), seeds them and drives wrk against one after the other, figure by
+figure, in rounds whose order rotates (bench/rounds.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,8 @@ import os
 import statistics
 import time
 import uuid
+from collections.abc import Sequence
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -14,10 +18,11 @@ from typing import Any
 
 import bcrypt
 
-from bench.common import PASSWORD, SIDES, BenchError
+from bench.common import ALL_SIDES, CEILING, PASSWORD, SIDES, BenchError
 from bench.harness import Postgres, Server, Sides, fresh_database, service_pool_size, start_server
 from bench.load import Load, LoadResult, MemorySampler, Wrk, cpu_seconds, tree_memory_mb, wait_idle
-from bench.seed import Seed, check_contract, seed_users, write_lines
+from bench.rounds import rotated, side_figures
+from bench.seed import Seed, check_ceiling, check_contract, log_in, seed_users, write_lines
 
 FIGURES: list[tuple[str, str, str, str]] = [
     ("me_rps", "GET /auth/me throughput", "req/s", "higher"),
@@ -34,8 +39,9 @@ FIGURES: list[tuple[str, str, str, str]] = [
     ("mem_load_mb", "memory (PSS), peak under load", "MiB", "lower"),
 ]
 FIGURE_KEYS = [key for key, *_ in FIGURES]
-SIDE_LABEL = {"service": "this (Quart)", "flask": "Flask"}
-GROWTH_TABLE = {"service": "auth_sessions", "flask": "token_blocklist"}
+#: The figures of the ceiling: it serves GET /auth/me and nothing else.
+CEILING_FIGURES = ("me_rps", "me_p50_ms", "me_p99_ms", "mem_idle_mb")
+SIDE_LABEL = {"service": "this (Quart)", "flask": "Flask", CEILING: "ceiling"}
 
 
 @dataclass(frozen=True)
@@ -57,8 +63,22 @@ class Plan:
     scaling_backend: str
     growth_rows: tuple[int, ...]
     reference_worker_class: str
+    rounds: int  # interleaved rounds of every figure (main, scaling, growth)
+    sweep_duration: float  # seconds per figure of scaling and growth
     mfa_rounds: int  # bench/mfa.py: interleaved rounds of each figure
     mfa_samples: int  # bench/mfa.py: timed challenges (and as many timed logins)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One figure of a round: its name, what the log calls it, and the load of each side
+    it applies to; with `background`, that side's load runs meanwhile (it starts first
+    and ends last: the login storm)."""
+
+    name: str
+    what: str
+    loads: dict[str, Load]
+    background: dict[str, Load] | None = None
 
 
 # -- the run ----------------------------------------------------------------------------
@@ -81,7 +101,7 @@ class Bench:
         print(f"[{datetime.now():%H:%M:%S}] {message}", flush=True)
 
     def load(self, script: str, **options: Any) -> Load:
-        options.setdefault("duration", self.plan.duration)
+        options["duration"] = options.get("duration") or self.plan.duration
         options.setdefault("threads", self.plan.wrk_threads)
         return Load(script=script, **options)
 
@@ -167,190 +187,212 @@ class Bench:
         }
         return seed, files
 
-    def measure_side(self, server: Server, backend: str) -> dict[str, Any]:
-        plan = self.plan
-        seed, files = self.seed(server, plan.seed_users, f"seed-{backend}")
-        check_contract(server.base_url, seed)
-        time.sleep(1.0)
-        rss_idle, pss_idle = tree_memory_mb(server.process.pid)
-        loads: dict[str, LoadResult] = {}
-        me = self.load("me", connections=plan.connections, lines=files["access"])
-        probe = replace(
-            me, connections=plan.probe_connections, delay_ms=plan.probe_delay_ms, threads=1
-        )
-        logins = self.load("login", connections=plan.login_connections, lines=files["emails"])
-        with MemorySampler(server.process.pid) as memory:
-            self.wrk.run(server.base_url, replace(me, duration=self.warmup))
-            loads["me"] = self.run_load(server, me, "GET /auth/me")
-            loads["me_idle_probe"] = self.run_load(server, probe, "GET /auth/me probe, idle")
-            loads["login"] = self.run_load(server, logins, "POST /auth/login")
-            # 3: the probe while logins saturate the CPU (they start first, end last)
-            background = replace(logins, duration=plan.duration + 3)
-            self.drain(server)
-            login_process = self.wrk.start(server.base_url, background)
-            try:
-                time.sleep(1.5)
-                loads["me_under_login_probe"] = self.run_load(
-                    server, probe, "GET /auth/me probe, logins", drain=False
-                )
-            finally:
-                loads["login_background"] = self.wrk.finish(login_process, background)
-            self._report_load(
-                server.side, "POST /auth/login (background)", loads["login_background"]
-            )
-            loads["register"] = self.run_load(
-                server,
-                self.load(
-                    "register",
-                    connections=plan.login_connections,
-                    run_id=f"reg-{uuid.uuid4().hex[:10]}",
-                ),
-                "POST /auth/register",
-            )
-            loads["refresh"] = self.run_load(
-                server,
-                self.load("refresh", connections=plan.connections, lines=files["refresh"]),
-                "POST /auth/refresh",
-            )
-        idle_p99 = loads["me_idle_probe"].latency_ms["p99"]
-        busy_p99 = loads["me_under_login_probe"].latency_ms["p99"]
-        figures = {
-            "me_rps": loads["me"].rps,
-            "me_p50_ms": loads["me"].latency_ms["p50"],
-            "me_p99_ms": loads["me"].latency_ms["p99"],
-            "login_rps": loads["login"].rps,
-            "login_pct_of_bound": 0.0,  # apply_bound(), once the bound is final
-            "me_idle_p99_ms": idle_p99,
-            "me_under_login_p99_ms": busy_p99,
-            "me_p99_under_login_ratio": busy_p99 / idle_p99 if idle_p99 else 0.0,
-            "register_rps": loads["register"].rps,
-            "refresh_rps": loads["refresh"].rps,
-            "mem_idle_mb": pss_idle,
-            "mem_load_mb": memory.peak_pss,
-        }
-        return {
-            "figures": {key: round(value, 3) for key, value in figures.items()},
-            # RSS counts every page the workers share with their parent once per process
-            "rss_mb": {"idle": round(rss_idle, 1), "load": round(memory.peak_rss, 1)},
-            "processes": len(server.worker_pids()) + 1,
-            "loads": {name: result.as_dict() for name, result in loads.items()},
-        }
+    # -- the sides of a backend, all at once --------------------------------------------
 
-    def main_figures(self) -> dict[str, dict[str, Any]]:
-        results: dict[str, dict[str, Any]] = {}
-        for backend in self.plan.backends:
-            self.say(f"{backend}: {self.plan.workers} worker(s) each")
-            results[backend] = {}
-            for side in SIDES:
-                with (
-                    fresh_database(backend, side, self.work, self.pg) as url,
-                    self.server(side, url, self.plan.workers, f"{backend}-main") as server,
-                ):
-                    results[backend][side] = self.measure_side(server, backend)
-        return results
-
-    def server(self, side: str, url: str, workers: int, tag: str) -> Any:
+    def server(
+        self, side: str, url: str, workers: int, tag: str, *, secret: str | None = None
+    ) -> Any:
         log = self.logs / f"{tag}-{side}-w{workers}.log"
         pool = service_pool_size(self.plan.connections, workers)
-        return start_server(self.sides, side, url, workers, log, pool_size=pool)
+        return start_server(self.sides, side, url, workers, log, pool_size=pool, secret=secret)
 
-    # -- scaling ----------------------------------------------------------------------
+    def start_sides(
+        self, stack: ExitStack, backend: str, workers: int, tag: str, sides: Sequence[str]
+    ) -> dict[str, Server]:
+        """Start `sides` (stopped, and their databases dropped, when `stack` closes): the
+        service and Flask each on a fresh database, the ceiling with the service's
+        JWT_SECRET_KEY, so that the service's tokens drive it."""
+        servers: dict[str, Server] = {}
+        for side in sides:
+            if side == CEILING:
+                secret = servers["service"].jwt_secret
+                server = self.server(side, "", workers, tag, secret=secret)
+            else:
+                url = stack.enter_context(fresh_database(backend, side, self.work, self.pg))
+                server = self.server(side, url, workers, tag)
+            servers[side] = stack.enter_context(server)
+        return servers
 
-    def scaling(self) -> dict[str, Any]:
+    def seed_sides(
+        self, servers: dict[str, Server], count: int, tag: str, *, refresh_sets: int = 1
+    ) -> dict[str, dict[str, Any]]:
+        """Seed the service and Flask through the API and check their contract (the
+        ceiling: that it takes the service's tokens); each side's files. `refresh`
+        holds one file of fresh refresh tokens per round (each is good once): the
+        registrations' sessions, then as many new logins as needed, not timed."""
+        files: dict[str, dict[str, Any]] = {}
+        for side in SIDES:
+            server = servers[side]
+            seed, files[side] = self.seed(server, count, tag)
+            check_contract(server.base_url, seed)
+            if side == "service" and CEILING in servers:
+                check_ceiling(servers[CEILING].base_url, seed)
+                files[CEILING] = files[side]
+            sets = [files[side]["refresh"]]
+            started = time.monotonic()
+            for number in range(2, refresh_sets + 1):
+                tokens = log_in(
+                    server.base_url, seed.emails, concurrency=min(16, 4 * server.workers)
+                )
+                sets.append(write_lines(sets[0].with_name(f"refresh-{number}.txt"), tokens))
+            if refresh_sets > 1:
+                self.say(
+                    f"  {side:7} {refresh_sets - 1} more logins per user (refresh tokens of the "
+                    f"later rounds) in {time.monotonic() - started:.1f}s"
+                )
+            files[side]["refresh_rounds"] = sets
+        return files
+
+    def me_load(self, files: dict[str, Any], duration: float | None = None) -> Load:
+        return self.load(
+            "me", connections=self.plan.connections, lines=files["access"], duration=duration
+        )
+
+    def warm_up(self, servers: dict[str, Server], files: dict[str, dict[str, Any]]) -> None:
+        for side, server in servers.items():
+            self.wrk.run(server.base_url, self.me_load(files[side], self.warmup))
+
+    def in_turn(
+        self,
+        number: int,
+        servers: dict[str, Server],
+        steps: list[Step],
+        samplers: dict[str, MemorySampler] | None = None,
+    ) -> dict[str, dict[str, LoadResult]]:
+        """Round `number`: each step on every side it applies to, one side after the other
+        in the round's order (rotated); each side's wrk results by step name. A side's
+        memory sampler, if any, runs while that side is measured."""
+        order = rotated(list(servers), number)
+        self.say(f"  round {number}: {', '.join(order)}")
+        found: dict[str, dict[str, LoadResult]] = {side: {} for side in order}
+        for step in steps:
+            for side in (side for side in order if side in step.loads):
+                server, load, what = servers[side], step.loads[side], f"{step.what} #{number}"
+                try:
+                    with (samplers or {}).get(side) or nullcontext():
+                        if step.background is None:
+                            found[side][step.name] = self.run_load(server, load, what)
+                        else:
+                            behind = step.background[side]
+                            found[side].update(self.storm(server, load, behind, what, step.name))
+                except BenchError as error:  # say whether the server is still there
+                    raise BenchError(f"{side}, {what}: {error}{server.gone()}") from None
+        return found
+
+    # -- the main figures ---------------------------------------------------------------
+
+    def main_figures(self) -> dict[str, dict[str, Any]]:
         plan = self.plan
-        backend = plan.scaling_backend
-        table: dict[str, Any] = {"backend": backend, "workers": {}}
-        for workers in plan.scaling_workers:
-            self.say(f"scaling on {backend}: {workers} worker(s)")
-            row: dict[str, Any] = {}
-            for side in SIDES:
-                with (
-                    fresh_database(backend, side, self.work, self.pg) as url,
-                    self.server(side, url, workers, f"{backend}-scaling") as server,
-                ):
-                    _, files = self.seed(server, max(16, plan.connections), f"scale{workers}")
-                    me = self.load("me", connections=plan.connections, lines=files["access"])
-                    self.wrk.run(server.base_url, replace(me, duration=self.warmup))
-                    me_result = self.run_load(server, me, f"GET /auth/me, {workers}w")
-                    login = self.run_load(
-                        server,
-                        self.load(
-                            "login",
-                            connections=max(plan.login_connections, 4 * workers),
-                            lines=files["emails"],
-                        ),
-                        f"POST /auth/login, {workers}w",
-                    )
-                row[side] = {
-                    "me_rps": round(me_result.rps, 2),
-                    "me_p99_ms": me_result.latency_ms["p99"],
-                    "login_rps": round(login.rps, 2),
-                    "login_pct_of_bound": 0.0,  # apply_bound()
+        results: dict[str, dict[str, Any]] = {}
+        for backend in plan.backends:
+            self.say(f"{backend}: {plan.workers} worker(s) each, {plan.rounds} rounds")
+            with ExitStack() as stack:
+                servers = self.start_sides(
+                    stack, backend, plan.workers, f"{backend}-main", ALL_SIDES
+                )
+                files = self.seed_sides(
+                    servers, plan.seed_users, f"seed-{backend}", refresh_sets=plan.rounds
+                )
+                time.sleep(1.0)
+                self.warm_up(servers, files)
+                found: dict[str, Any] = {
+                    s: {"rounds": [], "rss_mb": [], "loads": []} for s in servers
                 }
-            table["workers"][str(workers)] = row
-        return table
+                for number in range(1, plan.rounds + 1):
+                    self.main_round(number, servers, files, found)
+                for side, server in servers.items():
+                    found[side]["processes"] = len(server.worker_pids()) + 1
+            found["order"] = [rotated(list(servers), n) for n in range(1, plan.rounds + 1)]
+            results[backend] = found
+        return results
 
-    # -- growth of the per-request table ------------------------------------------------
+    def main_round(
+        self,
+        number: int,
+        servers: dict[str, Server],
+        files: dict[str, dict[str, Any]],
+        found: dict[str, Any],
+    ) -> None:
+        """One round of every figure; each side's figures, memory and loads appended to
+        `found`. Memory at rest first (each side drained), then the loads."""
+        plan = self.plan
+        idle = {}
+        for side, server in servers.items():
+            self.drain(server)
+            idle[side] = tree_memory_mb(server.process.pid)
+        me = {side: self.me_load(files[side]) for side in servers}
+        probes = {  # the latency probe (the ceiling has only the /auth/me figures)
+            side: replace(
+                me[side],
+                connections=plan.probe_connections,
+                delay_ms=plan.probe_delay_ms,
+                threads=1,
+            )
+            for side in SIDES
+        }
+        logins = {
+            side: self.load(
+                "login", connections=plan.login_connections, lines=files[side]["emails"]
+            )
+            for side in SIDES
+        }
+
+        registers = {
+            side: self.load(
+                "register",
+                connections=plan.login_connections,
+                run_id=f"reg-{uuid.uuid4().hex[:10]}",
+            )
+            for side in SIDES
+        }
+        refreshes = {
+            side: self.load(
+                "refresh",
+                connections=plan.connections,
+                lines=files[side]["refresh_rounds"][number - 1],
+            )
+            for side in SIDES
+        }
+        steps = [
+            Step("me", "GET /auth/me", me),
+            Step("me_idle_probe", "GET /auth/me probe, idle", probes),
+            Step("login", "POST /auth/login", logins),
+            Step("me_under_login_probe", "GET /auth/me probe, logins", probes, logins),
+            Step("register", "POST /auth/register", registers),
+            Step("refresh", "POST /auth/refresh", refreshes),
+        ]
+        samplers = {side: MemorySampler(servers[side].process.pid) for side in SIDES}
+        loads = self.in_turn(number, servers, steps, samplers)
+        for side, measured in loads.items():
+            rss, pss = idle[side]
+            sampler = samplers.get(side)
+            figures = side_figures(measured, pss, sampler.peak_pss if sampler else 0.0)
+            keep = CEILING_FIGURES if side == CEILING else FIGURE_KEYS
+            found[side]["rounds"].append({key: figures[key] for key in keep})
+            load_rss = {"load": round(sampler.peak_rss, 1)} if sampler else {}
+            found[side]["rss_mb"].append({"idle": round(rss, 1), **load_rss})
+            found[side]["loads"].append(
+                {name: result.as_dict() for name, result in measured.items()}
+            )
+
+    def storm(
+        self, server: Server, load: Load, logins: Load, what: str, name: str
+    ) -> dict[str, LoadResult]:
+        """Figure 3: `load` (the paced probe) while logins saturate the CPU: they start
+        1.5 s before it and end after it."""
+        background = replace(logins, duration=load.duration + 3)
+        self.drain(server)
+        login_process = self.wrk.start(server.base_url, background)
+        try:
+            time.sleep(1.5)
+            measured = self.run_load(server, load, what, drain=False)
+        finally:
+            behind = self.wrk.finish(login_process, background)
+        self._report_load(server.side, "POST /auth/login (background)", behind)
+        return {name: measured, "login_background": behind}
 
     @property
     def postgres(self) -> Postgres:
         if self.pg is None:
             raise BenchError("this figure needs PostgreSQL (--backends ...,postgresql)")
         return self.pg
-
-    def growth(self) -> dict[str, Any]:
-        plan = self.plan
-        result: dict[str, Any] = {"backend": "postgresql", "tables": GROWTH_TABLE, "rows": {}}
-        for side in SIDES:
-            with (
-                fresh_database("postgresql", side, self.work, self.pg) as url,
-                self.server(side, url, plan.workers, "postgresql-growth") as server,
-            ):
-                _, files = self.seed(server, max(16, plan.connections), "growth")
-                me = self.load("me", connections=plan.connections, lines=files["access"])
-                for rows in plan.growth_rows:
-                    started = time.monotonic()
-                    count = self.fill(url, side, rows)
-                    self.say(
-                        f"  {side:7} {GROWTH_TABLE[side]} at {count} rows "
-                        f"({time.monotonic() - started:.0f}s to fill)"
-                    )
-                    self.wrk.run(server.base_url, replace(me, duration=self.warmup))
-                    measured = self.run_load(server, me, f"GET /auth/me, {rows} rows")
-                    result["rows"].setdefault(str(rows), {})[side] = {
-                        "table_rows": count,
-                        "me_rps": round(measured.rps, 2),
-                        "me_p50_ms": measured.latency_ms["p50"],
-                        "me_p99_ms": measured.latency_ms["p99"],
-                    }
-        return result
-
-    def fill(self, url: str, side: str, rows: int) -> int:
-        """Grow the side's per-request table to `rows` rows; its row count."""
-        pg = self.postgres
-        table = GROWTH_TABLE[side]
-        count = int(pg.psql(url, f"SELECT count(*) FROM {table}"))  # noqa: S608
-        missing = rows - count
-        if missing > 0 and side == "service":
-            # other sessions of the seeded users, a quarter of them revoked, as in life
-            pg.psql(
-                url,
-                "INSERT INTO auth_sessions (id, user_id, generation, created_at, last_used_at,"  # noqa: S608 (an int)
-                " expires_at, revoked_at, revoked_reason)"
-                " SELECT gen_random_uuid(), u.ids[1 + g % cardinality(u.ids)], 0, now(), now(),"
-                " now() + interval '30 days',"
-                " CASE WHEN g % 4 = 0 THEN now() END, CASE WHEN g % 4 = 0 THEN 'logout' END"
-                f" FROM generate_series(1, {missing}) AS g,"
-                " (SELECT array_agg(id) AS ids FROM users) AS u",
-            )
-        elif missing > 0:
-            pg.psql(
-                url,
-                "INSERT INTO token_blocklist (jti, type, created_at)"  # noqa: S608 (an int)
-                " SELECT gen_random_uuid()::text, 'access', now()"
-                f" FROM generate_series(1, {missing})",
-            )
-        # vacuum and analyze now, so autovacuum does not wake up on the bulk insert
-        # during the measurement
-        pg.psql(url, f"VACUUM (ANALYZE) {table}")
-        return int(pg.psql(url, f"SELECT count(*) FROM {table}"))  # noqa: S608

@@ -1,8 +1,9 @@
 """The benchmark harness works end to end, in its smoke mode (a second per figure).
 
 This is not a timed test: it asserts that every figure was measured for both sides
-(this service and the Flask reference, on SQLite, one worker each), and the MFA
-figures of this service (bench/mfa.py), never how fast.
+(this service and the Flask reference, on SQLite, one worker each) and the ceiling's
+figures (bare Quart, JWT decode only), in every interleaved round, with each ratio's
+median, min and max, and the MFA figures of this service (bench/mfa.py), never how fast.
 The harness needs wrk: it installs Debian's package itself when run as root; otherwise
 this test is skipped, or fails when QAA_REQUIRE_WRK=1.
 """
@@ -44,6 +45,10 @@ FIGURES = (
     "mem_idle_mb",
     "mem_load_mb",
 )
+#: The ceiling serves GET /auth/me only: its throughput and latency, and its memory at rest;
+#: this/ceiling is computed for the first three.
+CEILING_FIGURES = ("me_rps", "me_p50_ms", "me_p99_ms", "mem_idle_mb")
+CEILING_RATIOS = CEILING_FIGURES[:3]
 
 
 def _no_wrk(message: str) -> None:
@@ -123,20 +128,49 @@ def test_bench_smoke_mfa_alone(tmp_path: Path) -> None:
     assert "with/without a factor" in result.stdout
 
 
-def test_bench_smoke_measures_every_figure_for_both_sides(tmp_path: Path) -> None:
+def _assert_spread(ratio: dict[str, Any], rounds: int) -> None:
+    """A ratio of two sides computed round by round: its median, min, max and rounds."""
+    assert 0 < ratio["min"] <= ratio["median"] <= ratio["max"], ratio
+    assert len(ratio["rounds"]) == rounds, ratio
+
+
+def _assert_rounds(group: dict[str, Any], sides: dict[str, tuple[str, ...]], rounds: int) -> None:
+    """Every figure of each side measured (> 0) in every round and as the median of the
+    rounds; this/Flask of every figure and this/ceiling of the /auth/me figures."""
+    for side, keys in sides.items():
+        found = group[side]
+        assert len(found["rounds"]) == rounds, side
+        for values in (*found["rounds"], found.get("figures", found)):
+            missing = [key for key in keys if not values.get(key, 0) > 0]
+            assert not missing, f"{side}: no figure for {missing}"
+    for key in sides["service"]:
+        _assert_spread(group["ratio"][key], rounds)
+    for key in set(CEILING_RATIOS) & set(sides["ceiling"]):
+        _assert_spread(group["ceiling_ratio"][key], rounds)
+
+
+def test_bench_smoke_measures_every_figure_for_every_side(tmp_path: Path) -> None:
     out = tmp_path / "bench"
-    result, output = _smoke(out)
+    result, output = _smoke(out, "--scaling-workers", "1")
     data = json.loads((out / "result.json").read_text())
-    sides = data["results"]["sqlite"]
-    for side in ("service", "flask"):
-        figures = sides[side]["figures"]
-        missing = [key for key in FIGURES if not figures.get(key, 0) > 0]
-        assert not missing, f"{side}: no figure for {missing}\n{output}"
-    assert all(sides["ratio"][key] is not None for key in FIGURES)
+    rounds = data["meta"]["plan"]["rounds"]
+    assert rounds >= 2, output  # the smoke mode's; `make bench` does 3
+    group = data["results"]["sqlite"]
+    sides = {"service": FIGURES, "flask": FIGURES, "ceiling": CEILING_FIGURES}
+    _assert_rounds(group, sides, rounds)
+    assert set(group["ceiling_ratio"]) == set(CEILING_RATIOS), output
+    assert set(group["ceiling"]["figures"]) == set(CEILING_FIGURES), output
+    assert len(group["service"]["loads"]) == rounds, output
+    firsts = [order[0] for order in group["order"]]
+    assert len(set(firsts)) == min(rounds, 3), f"the order does not rotate: {group['order']}"
+    scaled = data["scaling"]["workers"]["1"]  # interleaved too, with the ceiling's /auth/me
+    login = ("login_rps", "login_pct_of_bound")
+    me = ("me_rps", "me_p50_ms", "me_p99_ms")
+    _assert_rounds(scaled, {"service": me + login, "flask": me + login, "ceiling": me}, rounds)
     assert data["bcrypt"]["bound_per_s"] > 0
     assert data["meta"]["machine"]["cores"] >= 1
     assert data["meta"]["command"] and data["meta"]["date"]
     assert (out / "chart.png").read_bytes().startswith(b"\x89PNG")
-    assert "this/Flask" in result.stdout
+    assert "this/Flask" in result.stdout and "this/ceiling" in result.stdout
     _assert_mfa_figures(data["mfa"], output)
     assert "POST /auth/mfa/challenge" in result.stdout
