@@ -11,6 +11,7 @@ does). The same app, served without this script (each worker then builds its own
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import gc
 import multiprocessing
 import os
@@ -165,26 +166,43 @@ def serve_workers(config: Config) -> NoReturn:
     else:
         sockets = [config.create_sockets()] * config.workers
     # blocked until the supervisor waits for them (the mask survives exec); each worker
-    # unblocks them and handles SIGTERM and SIGINT itself (hypercorn drains)
+    # unblocks them once hypercorn's handlers are in place (`unblock_signals`)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # exits must be seen, not reaped unseen
     signal.pthread_sigmask(signal.SIG_BLOCK, SUPERVISED_SIGNALS)
     context = multiprocessing.get_context("fork")
+    parent = os.getpid()
     processes = [
-        context.Process(target=_worker, args=(worker, config, own, sockets)) for own in sockets
+        context.Process(target=_worker, args=(worker, config, own, sockets, parent))
+        for own in sockets
     ]
     gc.freeze()  # the collector leaves the parent's objects alone: their pages stay shared
-    for process in processes:
-        process.start()
-    for sock in {sock for own in sockets for sock in _listening(own)}:
-        sock.close()  # the parent serves nothing: only the workers listen
-    sys.stdout.flush()
-    sys.stderr.flush()
-    supervisor = str(Path(__file__).with_name("supervise.py"))
-    pids = [str(process.pid) for process in processes]
-    os.execv(sys.executable, [sys.executable, supervisor, str(config.graceful_timeout), *pids])  # noqa: S606
+    try:
+        for process in processes:
+            process.start()
+        for sock in {sock for own in sockets for sock in _listening(own)}:
+            sock.close()  # the parent serves nothing: only the workers listen
+        sys.stdout.flush()
+        sys.stderr.flush()
+        supervisor = str(Path(__file__).with_name("supervise.py"))
+        pids = [str(process.pid) for process in processes]
+        os.execv(sys.executable, [sys.executable, supervisor, str(config.graceful_timeout), *pids])  # noqa: S606
+    except BaseException:
+        for process in processes:  # no worker outlives a parent that could not supervise
+            if process.pid is not None:
+                process.kill()
+        raise
 
 
 #: What the supervisor waits for (`supervise.WATCHED`).
-SUPERVISED_SIGNALS = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT}
+SUPERVISED_SIGNALS = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT}
+#: Linux's prctl option: the signal a process gets when its parent dies.
+PR_SET_PDEATHSIG = 1
+
+
+async def unblock_signals() -> None:
+    """In a worker, once hypercorn has installed its SIGTERM and SIGINT handlers (they
+    come before the app's start-up): what arrived meanwhile is delivered now."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, SUPERVISED_SIGNALS)
 
 
 def _listening(sockets: Sockets) -> list[Any]:
@@ -192,16 +210,24 @@ def _listening(sockets: Sockets) -> list[Any]:
 
 
 def _worker(
-    worker: Callable[..., None], config: Config, own: Sockets, everyone: list[Sockets]
+    worker: Callable[..., None],
+    config: Config,
+    own: Sockets,
+    everyone: list[Sockets],
+    parent: int,
 ) -> None:
     """A forked worker: it closes its copies of the other workers' sockets (so that a
     socket whose worker has stopped is closed and refuses connections), then serves
-    until SIGTERM or SIGINT (hypercorn's handlers: stop accepting, drain, shut down)."""
+    until SIGTERM or SIGINT (hypercorn's handlers: stop accepting, drain, shut down).
+    Should its parent, the supervisor, die, the kernel sends it SIGTERM (Linux)."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # it died before that: no one would stop this worker
+            os._exit(1)
     for sockets in everyone:
         if sockets is not own:
             for sock in _listening(sockets):
                 sock.close()
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, SUPERVISED_SIGNALS)
     gc.enable()  # off in the parent since start-up (see main)
     worker(config=config, sockets=own)
 
@@ -226,6 +252,7 @@ def main() -> int:
         app = create_app(settings)
     except ConfigError as error:
         sys.exit(str(error))
+    app.before_serving(unblock_signals)  # in each worker, after hypercorn's handlers
     sys.modules["run"] = sys.modules[__name__]  # hypercorn loads "run:app": this module
     mode = "production" if settings.is_production else settings.env
     print(

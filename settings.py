@@ -41,6 +41,14 @@ PROJECT_ROOT = Path(__file__).resolve().parent
 INSTANCE_DIR = PROJECT_ROOT / "instance"
 
 
+def usable_cores() -> int:
+    """The CPUs this process may run on (a container's or `taskset`'s share, not the
+    host's count)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def _seconds(value: Any) -> Any:
     """Accept a plain number of seconds, as the environment gives it."""
     if isinstance(value, str) and re.fullmatch(r"\s*\d+(\.\d+)?\s*", value):
@@ -315,12 +323,12 @@ class Settings(BaseSettings):
             raise ValueError("MAIL_FROM: expected an address, e.g. Name <no-reply@example.com>")
         if self.log_format is None:
             resolved["log_format"] = "json" if production else "text"
-        cores = os.cpu_count() or 1
+        cores = usable_cores()
         if "web_concurrency" not in given:
             resolved["web_concurrency"] = cores if production else 1
         if "bcrypt_threads" not in given:  # one hash per core across the machine's workers
             workers = resolved.get("web_concurrency", self.web_concurrency)
-            resolved["bcrypt_threads"] = max(1, cores // workers)
+            resolved["bcrypt_threads"] = min(64, max(1, cores // workers))
         for name, value in resolved.items():
             object.__setattr__(self, name, value)  # still inside validation
         if production:

@@ -3,12 +3,14 @@ this small program (`os.execv`), so that the app it built, which the workers now
 stops counting in its memory (the pages both workers had copied were the parent's alone
 to keep: about a sixth of the service's memory with two workers).
 
-It imports nothing but the standard library. On SIGTERM or SIGINT it passes SIGTERM to
-every worker, and each one stops accepting at once and drains its requests within
-`GRACEFUL_TIMEOUT` (hypercorn's own handling); when a worker exits on its own (it
-failed), the others are stopped the same way. Whatever is still running
+It imports nothing but the standard library. On SIGTERM, SIGINT, SIGHUP or SIGQUIT it
+passes SIGTERM to every worker, and each one stops accepting at once and drains its
+requests within `GRACEFUL_TIMEOUT` (hypercorn's own handling); when a worker exits
+unasked (it failed), the others are stopped the same way. Whatever is still running
 `graceful_timeout + 5` seconds later is killed. The exit code is the first failing
-worker's (128 + the signal for one killed by a signal), else 0.
+worker's (128 + the signal for one killed by a signal; 1 for one that ended unasked
+with 0), else 0. Should this program die anyway (SIGKILL), the kernel sends each worker
+SIGTERM (`run.py` sets their parent-death signal).
 
     python supervise.py GRACEFUL_SECONDS PID [PID ...]
 """
@@ -22,9 +24,12 @@ import time
 
 #: Seconds beyond the graceful timeout before what is left is killed.
 KILL_MARGIN = 5.0
+#: What stops the service (SIGHUP and SIGQUIT too: this program reloads nothing, and
+#: dying of one would leave the workers without a parent).
+STOP = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT}
 #: What the supervisor waits for. `run.py` blocks them before it forks (the workers
 #: unblock them), so none is lost between the fork and this program's first wait.
-WATCHED = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT}
+WATCHED = {signal.SIGCHLD, *STOP}
 
 
 def exit_code(status: int) -> int:
@@ -35,10 +40,11 @@ def exit_code(status: int) -> int:
 
 def supervise(graceful_timeout: float, pids: list[int]) -> int:
     signal.pthread_sigmask(signal.SIG_BLOCK, WATCHED)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # an inherited SIG_IGN would hide exits
     running = set(pids)
     codes: list[int] = []
     deadline: float | None = None  # set once the workers are told to stop
-    killed = False
+    requested = killed = False
 
     def stop() -> None:
         nonlocal deadline
@@ -57,7 +63,9 @@ def supervise(graceful_timeout: float, pids: list[int]) -> int:
                 break
             if pid in running:
                 running.discard(pid)
-                codes.append(exit_code(status))
+                code = exit_code(status)
+                # a worker that ends unasked has failed, whatever its code said
+                codes.append(code or (0 if requested else 1))
                 stop()  # one worker ended: the service ends
         if not running:
             break
@@ -71,6 +79,7 @@ def supervise(graceful_timeout: float, pids: list[int]) -> int:
             killed = True
             continue
         if received is not None and received.si_signo != signal.SIGCHLD:
+            requested = True
             stop()
     return next((code for code in codes if code), 0)
 

@@ -25,6 +25,7 @@ import asyncio
 import sqlite3
 from collections import namedtuple
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Executable
@@ -33,8 +34,9 @@ from sqlalchemy.exc import DatabaseError, DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.util import greenlet_spawn
 
-#: SQLite's primary result codes for "try later" (extended codes keep them in the low byte).
-SQLITE_BUSY, SQLITE_LOCKED = 5, 6
+#: SQLite's primary result codes for "try later" (extended codes keep them in the low
+#: byte): busy, locked, and the WAL's "protocol" (a read that kept losing a race).
+TRY_LATER = frozenset({5, 6, 15})
 #: SQLSTATE classes of a connection that is gone: connection exceptions (08), and the
 #: server shutting down or restarting (57P01-57P03).
 DEAD_CONNECTION_SQLSTATES = ("08", "57P01", "57P02", "57P03")
@@ -125,9 +127,15 @@ class SqliteStatements(Statements):
         if self.path is not None:
             try:
                 return compiled.one(self._read(compiled.sql, parameters))
-            except sqlite3.OperationalError as error:
-                if error.sqlite_errorcode & 0xFF not in (SQLITE_BUSY, SQLITE_LOCKED):
-                    raise OperationalError(compiled.sql, None, error) from None
+            except sqlite3.Error as error:  # as SQLAlchemy raises it, unless it is "try later"
+                code = getattr(error, "sqlite_errorcode", None)
+                if code is None or code & 0xFF not in TRY_LATER:
+                    wrapper = (
+                        OperationalError
+                        if isinstance(error, sqlite3.OperationalError)
+                        else DatabaseError
+                    )
+                    raise wrapper(compiled.sql, None, error) from None
                 self.busy_reads += 1
         return compiled.one(await self._in_thread(compiled.sql, parameters, "execute_fetchall"))
 
@@ -178,10 +186,16 @@ def _plain_file(url: str) -> str | None:
 
 
 def _open_reader(path: str) -> sqlite3.Connection:
-    """A connection that never writes and never waits: autocommit (each read sees what is
-    committed), `query_only`, busy timeout 0 (busy is an answer at once)."""
-    reader = sqlite3.connect(path, timeout=0, isolation_level=None, check_same_thread=True)
-    reader.execute("PRAGMA query_only=ON")
+    """A connection that never writes and never waits for a lock: autocommit (each read
+    sees what is committed), `query_only`, busy timeout 0 (busy is an answer at once).
+    It never creates the file (`mode=rw`): that is the engine's, made private first."""
+    uri = f"{Path(path).absolute().as_uri()}?mode=rw"
+    reader = sqlite3.connect(uri, uri=True, timeout=0, isolation_level=None)
+    try:
+        reader.execute("PRAGMA query_only=ON")
+    except sqlite3.Error:
+        reader.close()
+        raise
     return reader
 
 
@@ -222,9 +236,11 @@ class PostgresStatements(Statements):
                 # connection as old as it are replaced
                 self.engine.sync_engine.pool._invalidate(connection, error)  # noqa: SLF001
                 raise _DeadConnection() from error
-            if isinstance(error, OSError):
-                raise
-            raise DBAPIError(sql, None, error) from None  # type: ignore[arg-type]
+            # SQLAlchemy's class by the driver's error's name (InterfaceError, …), as its
+            # own path raises it
+            raise DBAPIError.instance(
+                sql, None, error, Exception, dialect=self.engine.dialect
+            ) from None
         finally:
             await greenlet_spawn(connection.close)  # back to the pool
 

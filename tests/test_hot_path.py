@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 import uuid
 from datetime import UTC, timedelta
 
@@ -12,7 +13,7 @@ import pytest
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import make_url
 
-from quart_auth_api.db import DATABASE, open_database, read_one
+from quart_auth_api.db import DATABASE, SQLITE_BUSY_TIMEOUT_MS, open_database, read_one
 from quart_auth_api.models import AuthSession, User, utcnow
 from quart_auth_api.services.sessions import LIVE_SESSION, CurrentUser, load_live_session
 from settings import Settings
@@ -132,9 +133,10 @@ async def test_a_busy_sqlite_read_waits_in_the_thread_and_never_on_the_loop(data
     """The guard's SQLite read runs on the event loop and must never wait there: with
     the database locked (another process in exclusive locking mode, mid-write), the loop's
     read is refused at once and the read waits in aiosqlite's thread instead. The lock is
-    released by a task that needs the loop to run three times first: had the read held
-    the loop, the release would never come and the thread would give up after its busy
-    timeout (15 s, an error). The row written under the lock is what the read returns."""
+    released by a task that needs the loop to run three times first, so the read can
+    only end after the loop ran while it waited; the loop's connection has a busy timeout
+    of 0 (asserted), and the whole read takes less than the 15 s one of the pool's
+    connections would wait. The row written under the lock is what the read returns."""
     path = make_url(database_url).database
     assert path is not None
     holder = sqlite3.connect(path, isolation_level=None)
@@ -158,9 +160,11 @@ async def test_a_busy_sqlite_read_waits_in_the_thread_and_never_on_the_loop(data
 
     try:
         release = asyncio.create_task(release_after_three_ticks())
+        started = time.monotonic()
         row = await database.statements.one(
             select(User.email).where(User.id == bindparam("id")), {"id": 7}
         )
+        waited = time.monotonic() - started
         await release
         reader = database.statements._reader  # type: ignore[union-attr]
         assert reader is not None
@@ -172,4 +176,5 @@ async def test_a_busy_sqlite_read_waits_in_the_thread_and_never_on_the_loop(data
         await database.close()
     assert row is not None and row.email == "locked@example.com"
     assert ticks == 3
+    assert waited < SQLITE_BUSY_TIMEOUT_MS / 1000  # never a busy timeout's wait
     assert database.statements.busy_reads == 1  # type: ignore[union-attr]

@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import pytest
 
+import settings as settings_module
 from settings import PROJECT_ROOT, ConfigError, Settings, to_async_url
 
 #: What `secrets.token_urlsafe(30)` gives: many distinct characters, no repeated block.
@@ -359,7 +360,7 @@ def test_bcrypt_threads_default_to_one_hash_per_core_across_the_workers(
     """More hashes in flight than cores only make each login slower: by default each
     worker gets the cores divided among the workers (at least one; production's default
     is a worker per core). Development's one worker gets every core; a set value stays."""
-    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(settings_module, "usable_cores", lambda: 4)
     production = {"QUART_ENV": "production", "SECRET_KEY": STRONG, "JWT_SECRET_KEY": OTHER}
     assert load(**production, **environment).bcrypt_threads == threads
     assert load(**production, **environment, BCRYPT_THREADS="3").bcrypt_threads == 3

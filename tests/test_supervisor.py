@@ -3,9 +3,14 @@
 - the parent is the supervisor program, holds no listening socket, and its children are
   the workers;
 - a worker that dies takes the service down with it: the other worker drains and exits,
-  and the supervisor exits with the dead worker's code (128 + the signal);
-- a worker that ignores SIGTERM is killed `GRACEFUL_TIMEOUT` + 5 s later (supervise.py
-  driven directly, with real child processes that ignore the signal).
+  and the supervisor exits with the dead worker's code (128 + the signal); one that ends
+  unasked with code 0 still fails the service (exit 1);
+- the supervisor killed outright (SIGKILL) leaves no worker behind (their parent-death
+  signal);
+- a worker that ignores SIGTERM is killed `GRACEFUL_TIMEOUT` + 5 s later.
+
+The last one and the unasked exit drive supervise.py directly, from a parent made as
+run.py makes one, with real child processes.
 """
 
 from __future__ import annotations
@@ -15,7 +20,10 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -33,6 +41,25 @@ def database(tmp_path: Path) -> str:
     return url
 
 
+@contextmanager
+def reaped(process: subprocess.Popen[Any], *workers: psutil.Process) -> Iterator[None]:
+    """On the way out, whatever the test left running is killed, by pid: the process,
+    its children and `workers` (which may have lost their parent)."""
+    try:
+        yield
+    finally:
+        left = [*workers]
+        if process.poll() is None:
+            left += psutil.Process(process.pid).children()
+            process.kill()
+            process.wait(EXIT_TIMEOUT)
+        for worker in left:
+            if worker.is_running():
+                worker.kill()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
 def test_the_parent_becomes_a_supervisor_that_holds_no_socket(tmp_path):
     with serve(production_env(database(tmp_path)), tmp_path / "server.log") as server:
         parent = psutil.Process(server.process.pid)
@@ -46,43 +73,62 @@ def test_the_parent_becomes_a_supervisor_that_holds_no_socket(tmp_path):
             assert [c.laddr.port for c in listening] == [port]  # its own socket only
 
 
-def test_a_worker_that_dies_ends_the_service(tmp_path):
+def start_workers(tmp_path: Path) -> tuple[subprocess.Popen[bytes], list[psutil.Process]]:
+    """`python run.py` with two workers; the process and its workers once both are up."""
     log_path = tmp_path / "server.log"
-    env = production_env(database(tmp_path))
     with log_path.open("ab") as log:
         process = subprocess.Popen(  # noqa: S603
-            [sys.executable, "run.py"], cwd=PROJECT_ROOT, env=env, stdout=log, stderr=log
+            [sys.executable, "run.py"],
+            cwd=PROJECT_ROOT,
+            env=production_env(database(tmp_path)),
+            stdout=log,
+            stderr=log,
         )
-    try:
-        deadline = time.monotonic() + EXIT_TIMEOUT
-        while len(psutil.Process(process.pid).children()) < 2:
-            assert time.monotonic() < deadline and process.poll() is None, log_path.read_text()
-            time.sleep(0.1)
-        dead, survivor = psutil.Process(process.pid).children()
+    deadline = time.monotonic() + EXIT_TIMEOUT
+    while len(workers := psutil.Process(process.pid).children()) < 2:
+        assert time.monotonic() < deadline and process.poll() is None, log_path.read_text()
+        time.sleep(0.1)
+    return process, workers
+
+
+def test_a_worker_that_dies_ends_the_service(tmp_path):
+    process, (dead, survivor) = start_workers(tmp_path)
+    with reaped(process):
         dead.kill()
-        assert process.wait(EXIT_TIMEOUT) == 128 + signal.SIGKILL, log_path.read_text()
-        assert not survivor.is_running() or survivor.status() == psutil.STATUS_ZOMBIE
-    finally:
-        if process.poll() is None:
-            for child in psutil.Process(process.pid).children():
-                child.kill()
-            process.kill()
-            process.wait(EXIT_TIMEOUT)
-        if process.stdout is not None:
-            process.stdout.close()
+        assert process.wait(EXIT_TIMEOUT) == 128 + signal.SIGKILL
+        assert gone([survivor])
 
 
-STUBBORN_PARENT = textwrap.dedent(
+def test_workers_stop_when_their_supervisor_is_killed(tmp_path):
+    """SIGKILL to the supervisor (nothing can forward it) still stops the workers: the
+    kernel sends them SIGTERM as their parent dies, and they drain and exit."""
+    process, workers = start_workers(tmp_path)
+    with reaped(process, *workers):
+        process.kill()
+        process.wait(EXIT_TIMEOUT)
+        _, alive = psutil.wait_procs(workers, timeout=EXIT_TIMEOUT)
+        assert not alive
+
+
+#: A parent as run.py makes one: it blocks the signals, forks two workers and execs
+#: supervise.py (argv[1]) with a graceful timeout of 0. `stubborn` workers ignore
+#: SIGTERM; with `quitter`, the first worker exits 0 at once, unasked.
+PARENT = textwrap.dedent(
     r"""
     import os, signal, sys, time
+    mode = sys.argv[2]
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT})
     pids = []
-    for _ in range(2):
+    for number in range(2):
         pid = os.fork()
-        if pid == 0:  # a worker that will not stop on SIGTERM
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if pid == 0:
+            if mode == "stubborn":
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
             os.write(1, b"ready\n")  # one write: the two lines never interleave
+            if mode == "quitter" and number == 0:
+                time.sleep(0.5)
+                os._exit(0)
             time.sleep(120)
             os._exit(0)
         pids.append(str(pid))
@@ -91,27 +137,37 @@ STUBBORN_PARENT = textwrap.dedent(
 )
 
 
-def test_workers_that_ignore_sigterm_are_killed_after_the_grace(tmp_path):
+def start_parent(mode: str) -> subprocess.Popen[str]:
     process = subprocess.Popen(  # noqa: S603
-        [sys.executable, "-c", STUBBORN_PARENT, str(PROJECT_ROOT / "supervise.py")],
+        [sys.executable, "-c", PARENT, str(PROJECT_ROOT / "supervise.py"), mode],
         stdout=subprocess.PIPE,
         text=True,
     )
-    try:
-        assert process.stdout is not None
-        assert [process.stdout.readline() for _ in range(2)] == ["ready\n", "ready\n"]
+    assert process.stdout is not None
+    assert [process.stdout.readline() for _ in range(2)] == ["ready\n", "ready\n"]
+    return process
+
+
+def gone(processes: list[psutil.Process]) -> bool:
+    return not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in processes)
+
+
+def test_workers_that_ignore_sigterm_are_killed_after_the_grace():
+    process = start_parent("stubborn")
+    with reaped(process):
         children = psutil.Process(process.pid).children()
         started = time.monotonic()
         process.send_signal(signal.SIGTERM)
         assert process.wait(EXIT_TIMEOUT) == 128 + signal.SIGKILL
-        waited = time.monotonic() - started
-        assert waited >= 5.0  # GRACEFUL_TIMEOUT 0, then the margin: never before it
-        assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children)
-    finally:
-        if process.poll() is None:
-            for child in psutil.Process(process.pid).children():
-                child.kill()
-            process.kill()
-            process.wait(EXIT_TIMEOUT)
-        if process.stdout is not None:
-            process.stdout.close()
+        assert time.monotonic() - started >= 5.0  # GRACEFUL_TIMEOUT 0, then the margin
+        assert gone(children)
+
+
+def test_a_worker_that_ends_unasked_fails_the_service_even_with_code_0():
+    """A worker that exits 0 on its own still failed (a restart policy "on failure" must
+    see it): the other worker is stopped and the supervisor exits 1."""
+    process = start_parent("quitter")
+    with reaped(process):
+        children = psutil.Process(process.pid).children()
+        assert process.wait(EXIT_TIMEOUT) == 1
+        assert gone(children)
