@@ -65,7 +65,7 @@ $(BENCH_VENV)/.installed: requirements-bench.txt bench/flask_reference/requireme
 	$(BENCH_PY) -m pip install --quiet -r requirements-bench.txt
 	@touch $@
 
-.PHONY: bench bench-smoke bench-profile bench-compare bench-lifecycle bench-mfa bench-loop-stall
+.PHONY: bench bench-smoke bench-profile bench-compare bench-lifecycle bench-mfa bench-loop-stall bench-floor
 
 ## bench: this service vs the Flask reference (SQLite and PostgreSQL, scaling, table growth);
 ## writes bench/results/<date>/ and bench/latest.{json,png}. Installs wrk (apt-get) when missing.
@@ -94,6 +94,11 @@ bench-mfa: $(BIN)/.runtime $(BENCH_VENV)/.installed
 ## processes write (against the same read through aiosqlite's thread, interleaved)
 bench-loop-stall: $(BIN)/.runtime
 	$(PY) -m bench.loop_stall $(BENCH_ARGS)
+
+## bench-floor: where two floors are: bcrypt on a thread per core with no HTTP (login's
+## ceiling), and the CPU of a token check (the workers', PostgreSQL's, one read's parts)
+bench-floor: $(BIN)/.runtime
+	$(PY) -m bench.floor $(BENCH_ARGS)
 
 ## bench-lifecycle: forgot-password timing for unknown/inactive/known addresses (interleaved),
 ## and an SMTP outage (requests answered while down, mail delivered after, duplicates)

@@ -1,0 +1,198 @@
+"""Where the floor of two figures is: the bcrypt bound, and the CPU of a token check.
+
+    python -m bench.floor                 # `make bench-floor`: SQLite and PostgreSQL
+    python -m bench.floor --rounds 3 --seconds 10 --backends sqlite
+
+1. **bcrypt with one thread per core and no HTTP at all**: what the machine can hash
+   when nothing else runs, against the benchmark's bound (cores ÷ the time of one hash
+   alone). Login throughput cannot exceed this.
+2. **CPU per `GET /auth/me`**, per backend: the service (production settings, 2 workers,
+   16 seeded users) under wrk at 16 connections for `--seconds`, the CPU seconds its
+   workers and, on PostgreSQL, the server's backends used, divided by the answers.
+3. **One PostgreSQL read, in-process**: the worker's CPU for the guard's read
+   (`statements.PostgresStatements.one`), and for its parts: asyncpg's `fetch` on a held
+   connection and the pool's checkout and check-in, each averaged over 3,000 calls.
+
+Each figure is measured `--rounds` times (interleaved across the backends) and printed
+per round and as the median. A benchmark, never a test: nothing here is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import tempfile
+import threading
+import time
+import uuid
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import bcrypt
+import psutil
+from sqlalchemy.util import greenlet_spawn
+
+from bench.common import PROJECT_ROOT
+from bench.harness import Postgres, Sides, fresh_database, service_variables, start_server
+from bench.load import Load, Wrk, cpu_seconds, ensure_wrk
+from bench.seed import seed_users, write_lines
+from quart_auth_api.db import open_database
+from quart_auth_api.models import utcnow
+from quart_auth_api.services.sessions import LIVE_SESSION
+from settings import Settings
+
+PASSWORD = b"correct horse battery staple"
+CALLS = 3000
+
+
+def bcrypt_round(seconds: float) -> tuple[float, float]:
+    """(the bound from one hash alone, hashes per second on one thread per core)."""
+    hashed = bcrypt.hashpw(PASSWORD, bcrypt.gensalt(12))
+    alone = []
+    for _ in range(5):
+        started = time.perf_counter()
+        bcrypt.checkpw(PASSWORD, hashed)
+        alone.append(time.perf_counter() - started)
+    cores = os.cpu_count() or 1
+    counts = [0] * cores
+    stop = time.monotonic() + seconds
+
+    def hash_until_stop(index: int) -> None:
+        while time.monotonic() < stop:
+            bcrypt.checkpw(PASSWORD, hashed)
+            counts[index] += 1
+
+    threads = [threading.Thread(target=hash_until_stop, args=(i,)) for i in range(cores)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return cores / min(alone), sum(counts) / (time.monotonic() - started)
+
+
+def postgres_pids() -> list[int]:
+    return [p.pid for p in psutil.process_iter(["name"]) if (p.info["name"] or "") == "postgres"]
+
+
+def cpu_per_request(
+    server: Any, wrk: Wrk, lines: Path, seconds: float, backend: str
+) -> tuple[str, float, float]:
+    """The line to print, and the CPU µs per request of the workers and of PostgreSQL."""
+    load = Load(script="me", connections=16, duration=seconds, threads=1, lines=lines)
+    # first a short load: every pooled connection (and its server backend) is open
+    wrk.run(server.base_url, Load(script="me", connections=16, duration=3, threads=1, lines=lines))
+    workers = server.worker_pids()
+    database = postgres_pids() if backend == "postgresql" else []
+    before, before_db = cpu_seconds(workers), cpu_seconds(database)
+    result = wrk.run(server.base_url, load)
+    after, after_db = cpu_seconds(workers), cpu_seconds(database)
+    answers = result.rps * seconds
+    used = sum(after[p] - before[p] for p in workers)
+    used_db = sum(after_db[p] - before_db[p] for p in database if p in after_db)
+    mine, theirs = used / answers * 1e6, used_db / answers * 1e6
+    line = f"{result.rps:6.0f} req/s; per request the workers {mine:5.0f} µs CPU"
+    if backend == "postgresql":
+        line += f", PostgreSQL's backends {theirs:4.0f} µs"
+    return line, mine, theirs
+
+
+async def postgres_read_parts(url: str) -> dict[str, float]:
+    database = open_database(Settings.for_testing(database_url=url))
+    statements: Any = database.statements
+    values = {"session_id": uuid.uuid4(), "user_public_id": uuid.uuid4(), "now": utcnow()}
+    compiled = statements.compiled(LIVE_SESSION)
+    parameters = compiled.parameters(values)
+    held = await statements.checkout()
+
+    async def checkout_and_check_in() -> None:
+        await greenlet_spawn((await statements.checkout()).close)
+
+    async def fetch() -> None:
+        await held.driver_connection.fetch(compiled.sql, *parameters)
+
+    async def read() -> None:
+        await statements.one(LIVE_SESSION, values)
+
+    parts = {}
+    for name, call in (("fetch", fetch), ("checkout", checkout_and_check_in), ("read", read)):
+        for _ in range(200):
+            await call()
+        started = time.process_time()
+        for _ in range(CALLS):
+            await call()
+        parts[name] = (time.process_time() - started) / CALLS * 1e6
+    await greenlet_spawn(held.close)
+    await database.close()
+    return parts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.floor", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    args = parser.parse_args()
+    backends = args.backends.split(",")
+    python = PROJECT_ROOT / ".venv" / "bin" / "python"
+    sides = Sides(python, python, "sync", 12, service_variables(python))
+    pg = Postgres(args.pg_url) if "postgresql" in backends else None
+    print(f"floor: {args.rounds} rounds, {args.seconds:g} s per load, {os.cpu_count()} cores")
+    rows: dict[str, list[Any]] = {"bcrypt": [], "reads": []}
+    with tempfile.TemporaryDirectory(prefix="qaa-floor-") as folder, ExitStack() as stack:
+        work = Path(folder)
+        wrk = Wrk(ensure_wrk(), work)
+        servers = {}
+        for backend in backends:
+            url = stack.enter_context(fresh_database(backend, "service", work, pg))
+            log = work / f"{backend}.log"
+            server = stack.enter_context(start_server(sides, "service", url, 2, log, pool_size=8))
+            seed = seed_users(
+                server.base_url, 16, prefix=f"floor-{uuid.uuid4().hex[:6]}", concurrency=8
+            )
+            servers[backend] = (
+                server,
+                write_lines(work / f"{backend}.txt", seed.access_tokens),
+                url,
+            )
+        for number in range(1, args.rounds + 1):
+            print(f"round {number}")
+            bound, hashed = bcrypt_round(args.seconds)
+            rows["bcrypt"].append(100 * hashed / bound)
+            share = 100 * hashed / bound
+            print(f"  bcrypt, a thread per core: {hashed:.2f}/s = {share:.1f}% of {bound:.2f}/s")
+            for backend, (server, lines, url) in servers.items():
+                measured, mine, theirs = cpu_per_request(server, wrk, lines, args.seconds, backend)
+                rows.setdefault(backend, []).append((mine, theirs))
+                print(f"  {backend:10} GET /auth/me: {measured}")
+                if backend == "postgresql":
+                    parts = asyncio.run(postgres_read_parts(url))
+                    rows["reads"].append(parts)
+                    print(
+                        "  postgresql one read in-process: "
+                        + ", ".join(f"{k} {v:.0f} µs" for k, v in parts.items())
+                    )
+    for backend in backends:
+        mine = statistics.median(m for m, _ in rows[backend])
+        theirs = statistics.median(t for _, t in rows[backend])
+        print(f"median: {backend} CPU per GET /auth/me: workers {mine:.0f} µs, db {theirs:.0f} µs")
+    share = statistics.median(rows["bcrypt"])
+    print(f"median: bcrypt on one thread per core {share:.1f}% of the bound")
+    if rows["reads"]:
+        print(
+            "median: one PostgreSQL read "
+            + ", ".join(
+                f"{k} {statistics.median(r[k] for r in rows['reads']):.0f} µs"
+                for k in rows["reads"][0]
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()
