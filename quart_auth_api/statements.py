@@ -130,12 +130,7 @@ class SqliteStatements(Statements):
             except sqlite3.Error as error:  # as SQLAlchemy raises it, unless it is "try later"
                 code = getattr(error, "sqlite_errorcode", None)
                 if code is None or code & 0xFF not in TRY_LATER:
-                    wrapper = (
-                        OperationalError
-                        if isinstance(error, sqlite3.OperationalError)
-                        else DatabaseError
-                    )
-                    raise wrapper(compiled.sql, None, error) from None
+                    raise _as_sqlalchemy(compiled.sql, error) from None
                 self.busy_reads += 1
         return compiled.one(await self._in_thread(compiled.sql, parameters, "execute_fetchall"))
 
@@ -161,10 +156,8 @@ class SqliteStatements(Statements):
             if autocommit:  # the statement is its own transaction, committed in that call
                 driver.isolation_level = None
             return await getattr(driver, method)(sql, parameters)
-        except sqlite3.OperationalError as error:  # locked, unreadable: as SQLAlchemy raises it
-            raise OperationalError(sql, None, error) from None
-        except sqlite3.Error as error:
-            raise DatabaseError(sql, None, error) from None
+        except sqlite3.Error as error:  # locked, unreadable: as SQLAlchemy raises it
+            raise _as_sqlalchemy(sql, error) from None
         finally:
             driver.isolation_level = level
             await greenlet_spawn(connection.close)  # to the pool, or closed: the driver awaits
@@ -173,6 +166,14 @@ class SqliteStatements(Statements):
         if self._reader is not None:
             self._reader.close()
             self._reader = None
+
+
+def _as_sqlalchemy(sql: str, error: sqlite3.Error) -> DatabaseError:
+    """A `sqlite3` error as SQLAlchemy's own path raises it (an outage's
+    `OperationalError`: locked, unreadable; else `DatabaseError`)."""
+    if isinstance(error, sqlite3.OperationalError):
+        return OperationalError(sql, None, error)
+    return DatabaseError(sql, None, error)
 
 
 def _plain_file(url: str) -> str | None:
