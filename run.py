@@ -27,6 +27,7 @@ from hypercorn.asyncio.run import asyncio_worker, uvloop_worker
 from hypercorn.config import Config, Sockets
 from sqlalchemy.exc import SQLAlchemyError
 
+import supervise
 from settings import ConfigError, Settings
 
 if TYPE_CHECKING:
@@ -193,8 +194,8 @@ def serve_workers(config: Config) -> NoReturn:
         raise
 
 
-#: What the supervisor waits for (`supervise.WATCHED`).
-SUPERVISED_SIGNALS = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT}
+#: What the supervisor waits for: blocked from before the fork until it waits for them.
+SUPERVISED_SIGNALS = supervise.WATCHED
 #: Linux's prctl option: the signal a process gets when its parent dies.
 PR_SET_PDEATHSIG = 1
 
