@@ -1,4 +1,5 @@
-"""Where the floor of two figures is: the bcrypt bound, and the CPU of a token check.
+"""Where the floor of three figures is: the bcrypt bound, a login's share of it, the CPU
+of a token check.
 
     python -m bench.floor                 # `make bench-floor`: SQLite and PostgreSQL
     python -m bench.floor --rounds 3 --seconds 10 --backends sqlite
@@ -6,10 +7,16 @@
 1. **bcrypt with one thread per core and no HTTP at all**: what the machine can hash
    when nothing else runs, against the benchmark's bound (cores ÷ the time of one hash
    alone). Login throughput cannot exceed this.
-2. **CPU per `GET /auth/me`**, per backend: the service (production settings, 2 workers,
+2. **Where a login's CPU goes**, per backend: the service under wrk's logins at 8
+   connections for `--seconds`, every core's time split into the hashes that completed
+   (at the cost of one hash of figure 1), the hashing threads' other time (hashes cut off
+   at the window's edges, hashes slower than figure 1's), the workers' other threads
+   (HTTP, validation, the database, tokens: per login), and everything outside the
+   workers (wrk, the database server, the kernel, other tenants: the steal time).
+3. **CPU per `GET /auth/me`**, per backend: the service (production settings, 2 workers,
    16 seeded users) under wrk at 16 connections for `--seconds`, the CPU seconds its
    workers and, on PostgreSQL, the server's backends used, divided by the answers.
-3. **One PostgreSQL read, in-process**: the worker's CPU for the guard's read
+4. **One PostgreSQL read, in-process**: the worker's CPU for the guard's read
    (`statements.PostgresStatements.one`), and for its parts: asyncpg's `fetch` on a held
    connection and the pool's checkout and check-in, each averaged over 3,000 calls.
 
@@ -28,6 +35,7 @@ import threading
 import time
 import uuid
 from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +47,7 @@ from bench.common import PROJECT_ROOT
 from bench.harness import Postgres, Sides, fresh_database, service_variables, start_server
 from bench.load import Load, Wrk, cpu_seconds, ensure_wrk
 from bench.seed import seed_users, write_lines
+from quart_auth_api.crypto.passwords import HASHING_NICENESS
 from quart_auth_api.db import open_database
 from quart_auth_api.models import utcnow
 from quart_auth_api.services.sessions import LIVE_SESSION
@@ -72,6 +81,64 @@ def bcrypt_round(seconds: float) -> tuple[float, float]:
     for thread in threads:
         thread.join()
     return cores / min(alone), sum(counts) / (time.monotonic() - started)
+
+
+def thread_cpu(pids: list[int]) -> dict[tuple[int, int], tuple[bool, float]]:
+    """CPU seconds so far per thread of `pids`: (a hashing thread?, seconds). The
+    hashing threads are the ones at the hasher's lower priority (Linux, per thread)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    found = {}
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                stat = (task / "stat").read_text()
+            except FileNotFoundError:  # the thread ended
+                continue
+            fields = stat[stat.rindex(")") + 2 :].split()
+            # fields 14, 15 (utime, stime) and 19 (nice) of proc(5), counted from 1
+            seconds = (int(fields[11]) + int(fields[12])) / tick
+            found[(pid, int(task.name))] = (int(fields[16]) >= HASHING_NICENESS, seconds)
+    return found
+
+
+def system_cpu() -> tuple[float, float]:
+    """(busy, steal) CPU seconds of the whole machine so far (/proc/stat)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:9]]
+    tick = os.sysconf("SC_CLK_TCK")
+    idle = values[3] + values[4]
+    return (sum(values) - idle) / tick, values[7] / tick
+
+
+def login_budget(
+    server: Any, wrk: Wrk, lines: Path, seconds: float, one_hash: float, bound: float
+) -> tuple[str, dict[str, float]]:
+    """Figure 2: logins as % of the bound, then every core-second of a login load as
+    shares of the cores' time (%); `one_hash` is figure 1's core-seconds per hash."""
+    load = Load(script="login", connections=8, duration=seconds, threads=1, lines=lines)
+    wrk.run(server.base_url, replace(load, duration=3))  # warm: pools, caches, the WAL
+    workers = server.worker_pids()
+    before, (busy0, steal0), started = thread_cpu(workers), system_cpu(), time.monotonic()
+    result = wrk.run(server.base_url, load)
+    after, (busy1, steal1), wall = thread_cpu(workers), system_cpu(), time.monotonic() - started
+    hashing = sum(s - before.get(k, (h, 0.0))[1] for k, (h, s) in after.items() if h)
+    rest = sum(s - before.get(k, (h, 0.0))[1] for k, (h, s) in after.items() if not h)
+    logins = result.ok
+    capacity = (os.cpu_count() or 1) * wall
+    shares = {
+        "of the bound": result.rps / bound * 100,
+        "hashes": logins * one_hash / capacity * 100,
+        "hashing, other": (hashing - logins * one_hash) / capacity * 100,
+        "workers, other": rest / capacity * 100,
+        "outside": (busy1 - busy0 - (steal1 - steal0) - hashing - rest) / capacity * 100,
+        "steal": (steal1 - steal0) / capacity * 100,
+        "idle": (capacity - (busy1 - busy0)) / capacity * 100,
+    }
+    line = (
+        f"{result.rps:5.2f} logins/s; "
+        + ", ".join(f"{k} {v:.1f}%" for k, v in shares.items())
+        + f"; the workers' other threads {rest / max(logins, 1) * 1e3:.1f} ms per login"
+    )
+    return line, shares
 
 
 def postgres_pids() -> list[int]:
@@ -160,14 +227,21 @@ def main() -> None:
                 server,
                 write_lines(work / f"{backend}.txt", seed.access_tokens),
                 url,
+                write_lines(work / f"{backend}-emails.txt", seed.emails),
             )
         for number in range(1, args.rounds + 1):
             print(f"round {number}")
             bound, hashed = bcrypt_round(args.seconds)
+            cores = os.cpu_count() or 1
             rows["bcrypt"].append(100 * hashed / bound)
             share = 100 * hashed / bound
             print(f"  bcrypt, a thread per core: {hashed:.2f}/s = {share:.1f}% of {bound:.2f}/s")
-            for backend, (server, lines, url) in servers.items():
+            for backend, (server, lines, url, emails) in servers.items():
+                measured, shares = login_budget(
+                    server, wrk, emails, args.seconds, cores / hashed, bound
+                )
+                rows.setdefault(f"{backend} login", []).append(shares)
+                print(f"  {backend:10} POST /auth/login: {measured}")
                 measured, mine, theirs = cpu_per_request(server, wrk, lines, args.seconds, backend)
                 rows.setdefault(backend, []).append((mine, theirs))
                 print(f"  {backend:10} GET /auth/me: {measured}")
@@ -182,6 +256,11 @@ def main() -> None:
         mine = statistics.median(m for m, _ in rows[backend])
         theirs = statistics.median(t for _, t in rows[backend])
         print(f"median: {backend} CPU per GET /auth/me: workers {mine:.0f} µs, db {theirs:.0f} µs")
+        logins = rows[f"{backend} login"]
+        print(
+            f"median: {backend} a login load's cores: "
+            + ", ".join(f"{k} {statistics.median(r[k] for r in logins):.1f}%" for k in logins[0])
+        )
     share = statistics.median(rows["bcrypt"])
     print(f"median: bcrypt on one thread per core {share:.1f}% of the bound")
     if rows["reads"]:

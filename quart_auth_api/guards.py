@@ -34,7 +34,6 @@ from werkzeug.local import LocalProxy
 
 from . import extensions
 from .crypto import tokens
-from .db import get_db
 from .errors import (
     Aal2Required,
     CsrfFailed,
@@ -46,7 +45,7 @@ from .errors import (
     TokenRevoked,
     WrongTokenType,
 )
-from .services.mfa import has_factor
+from .services.mfa import factor_committed
 from .services.sessions import CurrentUser, LiveSession, load_live_session
 from .transport import cookie_token, csrf_ok, headers_enabled
 
@@ -118,7 +117,7 @@ async def _require_aal2(
     one without, `MfaRequired` (or nothing, `unless_no_factor`)."""
     if claims.get("aal") == tokens.AAL2 and live.aal == tokens.AAL2:
         return
-    if await has_factor(get_db(), user_id=live.user.id):
+    if await factor_committed(user_id=live.user.id):
         raise Aal2Required(user=live.user.public_id, sid=live.session_id)
     if not unless_no_factor:
         raise MfaRequired(user=live.user.public_id, sid=live.session_id)

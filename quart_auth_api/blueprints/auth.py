@@ -101,7 +101,7 @@ async def login(data: LoginIn) -> LoginOut:
         password=data.password,
         require_verified=extensions.settings().email_verification == "mandatory",
     )
-    if await mfa.has_factor(db, user_id=user.id):
+    if await mfa.factor_committed(user_id=user.id):
         mfa_token = await mfa.open_challenge(db, user=user)
         audit("mfa_challenge_issued", user=user.public_id)
         expires_in = int(mfa.CHALLENGE_LIFETIME.total_seconds())

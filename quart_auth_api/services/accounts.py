@@ -13,16 +13,19 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
 from settings import Settings
 
 from ..audit import account_ref
 from ..crypto.passwords import PasswordHasher
+from ..db import read_one
 from ..errors import (
     EmailNotVerified,
     EmailTaken,
@@ -86,6 +89,12 @@ async def find_user_by_email(db: AsyncSession, *, email: str) -> User | None:
     return await db.scalar(select(User).where(User.email == email, User.is_active.is_(True)))
 
 
+#: A login's lookup, built once: every column of the active user with this address.
+USER_BY_EMAIL = select(*User.__table__.columns).where(
+    User.email == bindparam("email"), User.is_active.is_(True)
+)
+
+
 async def authenticate(
     db: AsyncSession,
     *,
@@ -94,16 +103,17 @@ async def authenticate(
     password: str,
     require_verified: bool = False,
 ) -> User:
-    """The user with these credentials; an unknown email costs the same as a wrong password.
+    """The user with these credentials (detached, every column loaded); an unknown email
+    costs the same as a wrong password.
 
-    The read's transaction ends before the bcrypt check (it commits whatever `db` holds),
-    so no pooled connection (and no transaction) waits on the hashing queue: under a
-    login storm the pool stays free for the requests that only need the database.
-    With `require_verified`, an unproved address is `EmailNotVerified`, but only once the
-    password checked out (the answer tells nothing to someone without it).
+    The lookup runs on the driver (`db.read_one`), outside `db`, so no pooled connection
+    (and no transaction) waits on the hashing queue: under a login storm the pool stays
+    free for the requests that only need the database. With `require_verified`, an
+    unproved address is `EmailNotVerified`, but only once the password checked out (the
+    answer tells nothing to someone without it).
     """
-    user = await find_user_by_email(db, email=email)
-    await db.commit()  # expire_on_commit=False: the row stays loaded
+    row = await read_one(USER_BY_EMAIL, {"email": email})
+    user = None if row is None else _detached_user(row)
     if not await hasher.verify(password, user.password_hash if user else None) or user is None:
         raise InvalidCredentials(account=account_ref(email))
     if require_verified and user.email_verified_at is None:
@@ -119,6 +129,13 @@ async def authenticate(
         )
         if result.rowcount:  # type: ignore[attr-defined]
             set_committed_value(user, "password_hash", new)
+    return user
+
+
+def _detached_user(row: Any) -> User:
+    """A `User` of a row with every column, as if loaded by a session and detached."""
+    user = User(**row._asdict())
+    make_transient_to_detached(user)
     return user
 
 

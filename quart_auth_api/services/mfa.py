@@ -22,14 +22,14 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, insert, or_, select, update
+from sqlalchemy import bindparam, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..crypto import totp
 from ..crypto.digests import link_digest, new_link_token
 from ..crypto.sealing import Sealer, SealError
-from ..db import delete_batch
+from ..db import delete_batch, read_one
 from ..errors import (
     MfaAlreadyEnrolled,
     MfaInvalidCode,
@@ -73,14 +73,22 @@ class Challenge:
     password_digest: str
 
 
+#: Whether a confirmed TOTP factor guards the account, built once.
+CONFIRMED_FACTOR = select(TotpFactor.id).where(
+    TotpFactor.user_id == bindparam("user_id"), TotpFactor.confirmed_at.is_not(None)
+)
+
+
 async def has_factor(db: AsyncSession, *, user_id: int) -> bool:
-    """Whether the user has a confirmed TOTP factor."""
-    found = await db.scalar(
-        select(TotpFactor.id).where(
-            TotpFactor.user_id == user_id, TotpFactor.confirmed_at.is_not(None)
-        )
-    )
-    return found is not None
+    """Whether the user has a confirmed TOTP factor, as `db`'s transaction sees it."""
+    return await db.scalar(CONFIRMED_FACTOR, {"user_id": user_id}) is not None
+
+
+async def factor_committed(*, user_id: int) -> bool:
+    """Whether the user has a confirmed TOTP factor, as committed: one read on the
+    driver (`db.read_one`), for a request that has no transaction of its own to ask
+    (a login, the aal2 guard)."""
+    return await read_one(CONFIRMED_FACTOR, {"user_id": user_id}) is not None
 
 
 # -- enrolment ---------------------------------------------------------------------------
