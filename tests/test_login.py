@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import func, select, update
 
 from quart_auth_api import extensions
 from quart_auth_api.db import DATABASE
+from quart_auth_api.models import AuthSession, User
 from tests.helpers.http import (
     PASSWORD,
     TOKEN_BODY_KEYS,
@@ -153,3 +155,32 @@ async def test_the_password_check_holds_no_database_connection(app, client, acco
     monkeypatch.setattr(hasher, "verify", verify)
     assert (await login(client, account.email)).status_code == 200
     assert checked_out == [0]
+
+
+async def test_a_user_disabled_during_the_password_check_gets_no_session(
+    app, client, account, monkeypatch
+):
+    """The session opens in one statement that still requires an active user: a
+    `disable` that commits between the password check and the insert wins (401)."""
+    hasher = extensions.hasher(app)
+    original = hasher.verify
+
+    async def verify_then_disable(password: str, hashed: str | None) -> bool:
+        result = await original(password, hashed)
+        async with DATABASE.get(app).sessionmaker() as db:
+            await db.execute(
+                update(User).where(User.email == account.email).values(is_active=False)
+            )
+            await db.commit()
+        return result
+
+    monkeypatch.setattr(hasher, "verify", verify_then_disable)
+    await problem(await login(client, account.email), 401, "invalid_credentials")
+    async with DATABASE.get(app).sessionmaker() as db:
+        sessions = await db.scalar(
+            select(func.count())
+            .select_from(AuthSession)
+            .join(User, User.id == AuthSession.user_id)
+            .where(User.email == account.email)
+        )
+    assert sessions == 1  # the registration's, none for the login

@@ -41,7 +41,13 @@ from ..schemas_mfa import LoginOut, MfaRequiredOut
 from ..services import mfa
 from ..services.accounts import authenticate, register_user
 from ..services.outbox import enqueue_link
-from ..services.sessions import open_session, revoke_session, revoke_sessions, rotate_refresh
+from ..services.sessions import (
+    open_checked_session,
+    open_session,
+    revoke_session,
+    revoke_sessions,
+    rotate_refresh,
+)
 from ..transport import cookies_enabled, issue_tokens, unset_token_cookies
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
@@ -107,14 +113,10 @@ async def login(data: LoginIn) -> LoginOut:
         expires_in = int(mfa.CHALLENGE_LIFETIME.total_seconds())
         return LoginOut(MfaRequiredOut(mfa_token=mfa_token, expires_in=expires_in))
     lifetime = extensions.token_rules().refresh_ttl
-    session = await open_session(
-        db,
-        user=user,
-        client=Client.of_request(),
-        lifetime=lifetime,
-        checked_hash=user.password_hash,
+    session_id = await open_checked_session(
+        user=user, client=Client.of_request(), lifetime=lifetime
     )
-    return LoginOut(issue_tokens(user, session.id, generation=0, fresh=True, event="login_ok"))
+    return LoginOut(issue_tokens(user, session_id, generation=0, fresh=True, event="login_ok"))
 
 
 @bp.post("/refresh")

@@ -127,6 +127,7 @@ async def authenticate(
             .values(password_hash=new)
             .execution_options(synchronize_session=False)
         )
+        await db.commit()
         if result.rowcount:  # type: ignore[attr-defined]
             set_committed_value(user, "password_hash", new)
     return user

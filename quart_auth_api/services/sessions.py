@@ -5,8 +5,9 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import bindparam, delete, func, or_, select, update
+from sqlalchemy import bindparam, delete, func, insert, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -70,16 +71,7 @@ async def open_session(
     racing a password reset either sees the new password (and fails) or commits first
     (and the reset's revocation sees its session): never a session that outlives the
     reset on the old password. `amr` is how the login was authenticated."""
-    now = utcnow()
-    session = AuthSession(
-        user_id=user.id,
-        created_at=now,
-        last_used_at=now,
-        expires_at=now + lifetime,
-        user_agent=(client.user_agent or "")[:MAX_USER_AGENT] or None,
-        ip=client.ip,
-        amr=" ".join(amr),
-    )
+    session = AuthSession(user_id=user.id, **_new_session(client, lifetime, amr))
     db.add(session)
     try:
         await db.flush()
@@ -98,6 +90,55 @@ async def open_session(
             raise InvalidCredentials(account=account)
     await db.commit()
     return session
+
+
+def _new_session(client: Client, lifetime: timedelta, amr: tuple[str, ...]) -> dict[str, Any]:
+    """A new session's columns, but its user."""
+    now = utcnow()
+    return {
+        "id": uuid.uuid4(),
+        "created_at": now,
+        "last_used_at": now,
+        "expires_at": now + lifetime,
+        "user_agent": (client.user_agent or "")[:MAX_USER_AGENT] or None,
+        "ip": client.ip,
+        "amr": " ".join(amr),
+    }
+
+
+_NEW_SESSION_COLUMNS = ("id", "created_at", "last_used_at", "expires_at", "user_agent", "ip", "amr")
+#: A password login's session in one statement: inserted only while the checked hash is
+#: still the user's and the user active, that row read under a share lock on PostgreSQL
+#: (a racing reset's UPDATE waits for this commit, then revokes the session; or this
+#: waits for the reset's and finds the new hash). SQLite has one writer at a time.
+OPEN_CHECKED = insert(AuthSession).from_select(
+    ["user_id", "generation", *_NEW_SESSION_COLUMNS],
+    select(
+        User.id,
+        literal(0),
+        *(
+            bindparam(name, type_=AuthSession.__table__.c[name].type)
+            for name in _NEW_SESSION_COLUMNS
+        ),
+    )
+    .where(
+        User.id == bindparam("user_id"),
+        User.is_active.is_(True),
+        User.password_hash == bindparam("checked_hash"),
+    )
+    .with_for_update(read=True),
+)
+
+
+async def open_checked_session(*, user: User, client: Client, lifetime: timedelta) -> uuid.UUID:
+    """`open_session` with `checked_hash` for a password login, as one statement on the
+    driver (its own transaction); the session's id, or `InvalidCredentials`."""
+    values = _new_session(client, lifetime, ("pwd",))
+    parameters = {**values, "user_id": user.id, "checked_hash": user.password_hash}
+    if not await write(OPEN_CHECKED, parameters):
+        raise InvalidCredentials(account=account_ref(user.email))
+    session_id: uuid.UUID = values["id"]
+    return session_id
 
 
 #: The per-request check, built once: the session is neither revoked nor expired and
