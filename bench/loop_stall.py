@@ -20,7 +20,14 @@ they inherit, so theirs are short): what is timed is the read. It prints, per ro
 and as the median of the rounds: reads per second, p50 / p99 / p99.9 / max in
 microseconds, the calls that held the loop over 1 ms (and whether the process slept or
 was preempted in them), and the reads that found the database busy and went to the
-thread. A benchmark, never a test: nothing here is asserted.
+thread.
+
+On the loop each read is followed by a **control**: pure Python work as long as a typical
+read (`sum(range(n))`, about 60 µs, no I/O, no SQLite, no allocation), timed the same way.
+A pause that the control suffers as often as the read is the machine's (the scheduler,
+other processes, the hypervisor: each round's steal time is printed), not the read's; of
+the reads that used over 1 ms of CPU, those that took page faults (the heap growing) are
+counted. A benchmark, never a test: nothing here is asserted.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import argparse
 import asyncio
 import gc
 import multiprocessing
+import os
 import random
 import resource
 import sqlite3
@@ -48,6 +56,31 @@ from quart_auth_api.services.sessions import LIVE_SESSION
 from settings import Settings
 
 STALL_US = 1000.0
+#: A read's typical time on the loop: the control is pure Python work this long.
+CONTROL_US = 60.0
+
+
+def control_size() -> int:
+    """n for which `sum(range(n))` takes about CONTROL_US here: the control, CPU alone,
+    no I/O, no SQLite."""
+    n = 64
+    while True:
+        started = time.perf_counter()
+        for _ in range(20):
+            sum(range(n))
+        if (time.perf_counter() - started) / 20 * 1e6 >= CONTROL_US:
+            return n
+        n = n * 5 // 4 + 1
+
+
+def steal_seconds() -> float:
+    """CPU time the hypervisor has taken from this machine so far (/proc/stat; 0 where
+    there is none)."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n")[0].split()
+    except OSError:
+        return 0.0
+    return int(fields[8]) / os.sysconf("SC_CLK_TCK") if len(fields) > 8 else 0.0
 
 
 def make_database(path: Path, sessions: int) -> list[tuple[str, str]]:
@@ -129,8 +162,11 @@ async def measure(
     samples: list[float] = []
     blocked = preempted = faults = 0  # calls over 1 ms that slept / that the scheduler paused
     worst_cpu = 0.0  # the most CPU time one of those calls used
+    on_cpu = on_cpu_faulted = control_over = control_on_cpu = 0  # over 1 ms of CPU; control
+    size = control_size()
     gc.collect()
     gc.disable()  # a collection can pause any code: measured here is the read alone
+    stolen = steal_seconds()
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         sid, sub = rng.choice(pairs)
@@ -150,6 +186,15 @@ async def measure(
                 preempted += 1
             worst_cpu = max(worst_cpu, cpu)
             faults = max(faults, after.ru_minflt - before.ru_minflt)
+            on_cpu += cpu > STALL_US
+            on_cpu_faulted += cpu > STALL_US and after.ru_minflt > before.ru_minflt
+        if on_loop:  # the control, right after: CPU work of a read's length, nothing else
+            cpu_started, started = time.thread_time(), time.perf_counter()
+            sum(range(size))
+            if (time.perf_counter() - started) * 1e6 > STALL_US:
+                control_over += 1
+                control_on_cpu += (time.thread_time() - cpu_started) * 1e6 > STALL_US
+    stolen = steal_seconds() - stolen
     gc.enable()
     busy = getattr(statements, "busy_reads", 0)
     await database.close()
@@ -171,6 +216,11 @@ async def measure(
         "worst_cpu": worst_cpu,
         "faults": faults,
         "reads": len(samples),
+        "on_cpu": on_cpu,
+        "on_cpu_faulted": on_cpu_faulted,
+        "control_over": control_over,
+        "control_on_cpu": control_on_cpu,
+        "steal_s": stolen,
     }
 
 
@@ -181,7 +231,11 @@ def line(label: str, r: dict[str, Any]) -> str:
         f" of {r['reads']:,}"
         + (
             f" (slept {r['blocked']}, preempted {r['preempted']}, most CPU"
-            f" {r['worst_cpu']:.0f} µs, faults {r['faults']}); busy→thread {r['busy']}"
+            f" {r['worst_cpu']:.0f} µs, faults {r['faults']}); busy→thread {r['busy']}\n"
+            f"{'':11}of as many {CONTROL_US:.0f} µs controls (CPU only) over 1 ms"
+            f" {r['control_over']:>4}; over 1 ms of CPU: reads {r['on_cpu']} (with page"
+            f" faults {r['on_cpu_faulted']}), controls"
+            f" {r['control_on_cpu']}; the hypervisor took {r['steal_s']:.2f} s of CPU"
             if label == "loop"
             else ""
         )
@@ -244,7 +298,14 @@ def main() -> None:
             f"{sum(r['over_1ms'] for r in loop)}, of which the read slept or waited in "
             f"{sum(r['blocked'] for r in loop)} and the scheduler paused the process in "
             f"{sum(r['preempted'] for r in loop)}; busy reads sent to the thread: "
-            f"{sum(r['busy'] for r in loop)}"
+            f"{sum(r['busy'] for r in loop)}\n"
+            f"the control, all rounds: {sum(r['control_over'] for r in loop)} of "
+            f"{sum(r['reads'] for r in loop):,} over 1 ms (of them over 1 ms of CPU: "
+            f"{sum(r['control_on_cpu'] for r in loop)}; reads: "
+            f"{sum(r['on_cpu'] for r in loop)}, with page faults "
+            f"{sum(r['on_cpu_faulted'] for r in loop)}); steal in the loop rounds "
+            f"{sum(r['steal_s'] for r in loop):.2f} s of "
+            f"{len(loop) * args.seconds * (os.cpu_count() or 1):.0f} core-seconds"
         )
 
 
