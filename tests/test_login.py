@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 
 from quart_auth_api import extensions
 from quart_auth_api.db import DATABASE
@@ -184,3 +186,65 @@ async def test_a_user_disabled_during_the_password_check_gets_no_session(
             .where(User.email == account.email)
         )
     assert sessions == 1  # the registration's, none for the login
+
+
+#: Changes of the user's row that must win over a login whose password check they follow.
+ROW_CHANGES = {
+    "password": {"password_hash": "$2b$12$" + "x" * 53},
+    "disable": {"is_active": False},
+    "email": {"email": "moved@example.com"},
+}
+
+
+async def _until_a_statement_waits_on_a_lock(app, backend: str) -> None:
+    """PostgreSQL: until some backend waits on a lock (the login's insert on the row);
+    SQLite has no such view: a pause long enough for the insert to meet the write lock."""
+    if backend == "sqlite":
+        await asyncio.sleep(0.3)
+        return
+    query = text(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+    )
+    async with asyncio.timeout(10):
+        while True:
+            async with DATABASE.get(app).engine.connect() as connection:
+                if await connection.scalar(query):
+                    return
+            await asyncio.sleep(0.02)
+
+
+@pytest.mark.parametrize("change", sorted(ROW_CHANGES))
+async def test_a_change_holding_the_user_row_while_the_session_opens_wins(
+    app, client, account, backend, monkeypatch, change
+):
+    """After the password check, another transaction changes the user's row and holds it
+    uncommitted: the login's insert waits for it (PostgreSQL: for the row its share lock
+    asks for, then checks the new row; SQLite: for the write lock) and, once it commits,
+    finds the change: 401 and no session."""
+    database = DATABASE.get(app)
+    hasher = extensions.hasher(app)
+    original = hasher.verify
+    async with database.sessionmaker() as db:
+        user_id = await db.scalar(select(User.id).where(User.email == account.email))
+    changed = asyncio.Event()
+    async with database.engine.connect() as holder:
+
+        async def verify_then_change(password: str, hashed: str | None) -> bool:
+            result = await original(password, hashed)
+            await holder.execute(
+                update(User).where(User.id == user_id).values(**ROW_CHANGES[change])
+            )
+            changed.set()
+            return result
+
+        monkeypatch.setattr(hasher, "verify", verify_then_change)
+        attempt = asyncio.create_task(login(client, account.email))
+        await changed.wait()
+        await _until_a_statement_waits_on_a_lock(app, backend)
+        await holder.commit()
+        response = await attempt
+    await problem(response, 401, "invalid_credentials")
+    async with database.sessionmaker() as db:
+        count = select(func.count()).where(AuthSession.user_id == user_id)
+        assert await db.scalar(count) == 1  # the registration's, none for the login

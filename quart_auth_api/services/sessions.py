@@ -107,9 +107,9 @@ def _new_session(client: Client, lifetime: timedelta, amr: tuple[str, ...]) -> d
 
 
 _NEW_SESSION_COLUMNS = ("id", "created_at", "last_used_at", "expires_at", "user_agent", "ip", "amr")
-#: A password login's session in one statement: inserted only while the checked hash is
-#: still the user's and the user active, that row read under a share lock on PostgreSQL
-#: (a racing reset's UPDATE waits for this commit, then revokes the session; or this
+#: A password login's session in one statement: inserted only while the checked hash and
+#: the address are still the user's and the user active, that row read under a share lock
+#: on PostgreSQL (a reset's UPDATE waits for this commit, then revokes the session; or this
 #: waits for the reset's and finds the new hash). SQLite has one writer at a time.
 OPEN_CHECKED = insert(AuthSession).from_select(
     ["user_id", "generation", *_NEW_SESSION_COLUMNS],
@@ -125,6 +125,7 @@ OPEN_CHECKED = insert(AuthSession).from_select(
         User.id == bindparam("user_id"),
         User.is_active.is_(True),
         User.password_hash == bindparam("checked_hash"),
+        User.email == bindparam("email"),  # an e-mail change revokes sessions too
     )
     .with_for_update(read=True),
 )
@@ -134,8 +135,8 @@ async def open_checked_session(*, user: User, client: Client, lifetime: timedelt
     """`open_session` with `checked_hash` for a password login, as one statement on the
     driver (its own transaction); the session's id, or `InvalidCredentials`."""
     values = _new_session(client, lifetime, ("pwd",))
-    parameters = {**values, "user_id": user.id, "checked_hash": user.password_hash}
-    if not await write(OPEN_CHECKED, parameters):
+    checked = {"user_id": user.id, "checked_hash": user.password_hash, "email": user.email}
+    if not await write(OPEN_CHECKED, {**values, **checked}):
         raise InvalidCredentials(account=account_ref(user.email))
     session_id: uuid.UUID = values["id"]
     return session_id
