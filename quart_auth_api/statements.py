@@ -149,6 +149,17 @@ class SqliteStatements(Statements):
     async def _in_thread(
         self, sql: str, parameters: list[Any], method: str, *, autocommit: bool = False
     ) -> Any:
+        """The call in aiosqlite's thread, run to its end even when the request is
+        cancelled (its client gone): cut off, the restore of the isolation level could
+        come while the call still waits in aiosqlite's queue, which would then BEGIN a
+        transaction that nobody ends, on a pooled connection holding SQLite's lock."""
+        work = asyncio.ensure_future(self._call_in_thread(sql, parameters, method, autocommit))
+        work.add_done_callback(_retrieve)  # a failure nobody awaits any more is not logged
+        return await asyncio.shield(work)
+
+    async def _call_in_thread(
+        self, sql: str, parameters: list[Any], method: str, autocommit: bool
+    ) -> Any:
         connection = await self.checkout()
         driver: Any = connection.driver_connection  # aiosqlite.Connection
         level = driver.isolation_level
@@ -251,3 +262,9 @@ def _means_dead(error: Exception) -> bool:
         return True
     sqlstate = getattr(error, "sqlstate", None)
     return isinstance(sqlstate, str) and sqlstate.startswith(DEAD_CONNECTION_SQLSTATES)
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Mark a finished task's exception as seen (its caller may have been cancelled)."""
+    if not task.cancelled():
+        task.exception()

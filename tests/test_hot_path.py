@@ -4,6 +4,7 @@ one-statement refresh rotation give what the ORM gives, on both databases."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import time
 import uuid
@@ -178,3 +179,39 @@ async def test_a_busy_sqlite_read_waits_in_the_thread_and_never_on_the_loop(data
     assert ticks == 3
     assert waited < SQLITE_BUSY_TIMEOUT_MS / 1000  # never a busy timeout's wait
     assert database.statements.busy_reads == 1  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_a_write_cancelled_at_any_moment_leaves_no_transaction_open(database_url):
+    """A write in aiosqlite's thread whose request is cancelled (its client gone) at any
+    moment, 60 times at 0 to 11 loop ticks after it starts: the pool has every connection
+    back, and another connection that will not wait can take SQLite's write lock. (Cut
+    off, the isolation level's restore could come before the queued call, which then
+    opened a transaction nobody ended, holding the lock for every other writer.)"""
+    database = open_database(Settings.for_testing(database_url=database_url))
+    bump = (
+        update(AuthSession)
+        .where(AuthSession.id == bindparam("sid"))
+        .values(generation=AuthSession.generation + 1)
+    )
+    path = make_url(database_url).database
+    assert path is not None
+    try:  # a first write opens the pool's connection, as in a worker that serves
+        assert await database.statements.rowcount(bump, {"sid": uuid.uuid4()}) == 0
+        for attempt in range(60):
+            task = asyncio.create_task(database.statements.rowcount(bump, {"sid": uuid.uuid4()}))
+            for _ in range(attempt % 12):
+                await asyncio.sleep(0)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await asyncio.sleep(0.05)  # whatever the call left queued in the thread runs
+            assert database.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+            other = sqlite3.connect(path, timeout=0, isolation_level=None)
+            try:
+                other.execute("BEGIN IMMEDIATE")  # "database is locked" if one was left
+                other.execute("ROLLBACK")
+            finally:
+                other.close()
+    finally:
+        await database.close()
