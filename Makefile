@@ -91,12 +91,12 @@ bench-mfa: $(BIN)/.runtime $(BENCH_VENV)/.installed
 	BENCH_COMMAND="make bench-mfa" $(BENCH_PY) -m bench.run --mfa $(BENCH_ARGS)
 
 ## bench-loop-stall: how long the guard's SQLite read holds the event loop while two other
-## processes write (against the same read through aiosqlite's thread, interleaved)
+## processes write (against the same read through aiosqlite's thread, and a CPU-only control)
 bench-loop-stall: $(BIN)/.runtime
 	$(PY) -m bench.loop_stall $(BENCH_ARGS)
 
-## bench-floor: where two floors are: bcrypt on a thread per core with no HTTP (login's
-## ceiling), and the CPU of a token check (the workers', PostgreSQL's, one read's parts)
+## bench-floor: where the floors are: bcrypt on a thread per core with no HTTP (login's
+## ceiling), where a login load's CPU goes, the CPU of a token check (and one read's parts)
 bench-floor: $(BIN)/.runtime
 	$(PY) -m bench.floor $(BENCH_ARGS)
 

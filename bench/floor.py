@@ -127,8 +127,8 @@ def login_budget(
     shares = {
         "of the bound": result.rps / bound * 100,
         "hashes": logins * one_hash / capacity * 100,
-        "hashing, other": (hashing - logins * one_hash) / capacity * 100,
-        "workers, other": rest / capacity * 100,
+        "hashing rest": (hashing - logins * one_hash) / capacity * 100,
+        "workers rest": rest / capacity * 100,
         "outside": (busy1 - busy0 - (steal1 - steal0) - hashing - rest) / capacity * 100,
         "steal": (steal1 - steal0) / capacity * 100,
         "idle": (capacity - (busy1 - busy0)) / capacity * 100,

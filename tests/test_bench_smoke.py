@@ -174,3 +174,63 @@ def test_bench_smoke_measures_every_figure_for_every_side(tmp_path: Path) -> Non
     assert "this/Flask" in result.stdout and "this/ceiling" in result.stdout
     _assert_mfa_figures(data["mfa"], output)
     assert "POST /auth/mfa/challenge" in result.stdout
+
+
+def _run_bench_module(module: str, *options: str) -> str:
+    """`python -m MODULE OPTIONS` of the project: its output (it must exit 0)."""
+    result = subprocess.run(
+        [sys.executable, "-m", module, *options],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=SMOKE_TIMEOUT,
+        check=False,
+    )
+    output = f"stdout:\n{result.stdout[-6000:]}\nstderr:\n{result.stderr[-6000:]}"
+    assert result.returncode == 0, output
+    return result.stdout
+
+
+def test_bench_loop_stall_runs_with_its_control() -> None:
+    """`make bench-loop-stall`, tiny: both ways of reading, the control and the steal."""
+    out = _run_bench_module(
+        "bench.loop_stall",
+        "--rounds",
+        "1",
+        "--seconds",
+        "0.5",
+        "--sessions",
+        "200",
+        "--writers",
+        "1",
+    )
+    assert "median of the rounds" in out and "  thread " in out, out
+    assert "controls (CPU only) over 1 ms" in out, out
+    assert "the control, all rounds:" in out and "core-seconds" in out, out
+
+
+def test_bench_floor_splits_a_login_load_and_prints_every_floor() -> None:
+    """`make bench-floor` on SQLite, one round of a second: logins answered, the login
+    load's every share of the cores' time, and the other floors, printed as medians."""
+    if shutil.which("wrk") is None and os.geteuid() != 0:
+        _no_wrk("wrk is not installed: apt-get install wrk (as root the bench installs it)")
+    out = _run_bench_module(
+        "bench.floor", "--rounds", "1", "--seconds", "1", "--backends", "sqlite"
+    )
+    line = next(x for x in out.splitlines() if x.startswith("median: sqlite a login load"))
+    shares = dict(
+        (name.strip(), float(value.rstrip("%")))
+        for name, value in (part.rsplit(" ", 1) for part in line.split("cores: ", 1)[1].split(", "))
+    )
+    assert set(shares) == {
+        "of the bound",
+        "hashes",
+        "hashing rest",
+        "workers rest",
+        "outside",
+        "steal",
+        "idle",
+    }, line
+    assert shares["of the bound"] > 0 and shares["hashes"] > 0, line
+    assert "median: sqlite CPU per GET /auth/me" in out, out
+    assert "median: bcrypt on one thread per core" in out, out
