@@ -57,6 +57,20 @@ def _no_wrk(message: str) -> None:
     pytest.skip(message)
 
 
+def _run(arguments: list[str], env: dict[str, str] | None = None) -> tuple[Any, str]:
+    """The project's Python with `arguments`, in the project: the process and its output."""
+    result = subprocess.run(
+        [sys.executable, *arguments],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=SMOKE_TIMEOUT,
+        check=False,
+    )
+    return result, f"stdout:\n{result.stdout[-6000:]}\nstderr:\n{result.stderr[-6000:]}"
+
+
 def _smoke(out: Path, *options: str) -> tuple[subprocess.CompletedProcess[str], str]:
     """`python -m bench.run --smoke OPTIONS` into `out`: the process and its output."""
     if shutil.which("wrk") is None and os.geteuid() != 0:
@@ -66,28 +80,8 @@ def _smoke(out: Path, *options: str) -> tuple[subprocess.CompletedProcess[str], 
         for k, v in os.environ.items()
         if k.upper() not in SERVICE_VARIABLES and not k.startswith("BENCH_")
     }
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.run",
-            "--smoke",
-            *options,
-            "--out",
-            str(out),
-            "--service-python",
-            sys.executable,
-            "--reference-python",
-            sys.executable,
-        ],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=SMOKE_TIMEOUT,
-        check=False,
-    )
-    output = f"stdout:\n{result.stdout[-6000:]}\nstderr:\n{result.stderr[-6000:]}"
+    python = ["--service-python", sys.executable, "--reference-python", sys.executable]
+    result, output = _run(["-m", "bench.run", "--smoke", *options, "--out", str(out), *python], env)
     if result.returncode == EXIT_WRK_MISSING:
         _no_wrk(f"the bench could not find or install wrk:\n{output}")
     assert result.returncode == 0, output
@@ -178,17 +172,9 @@ def test_bench_smoke_measures_every_figure_for_every_side(tmp_path: Path) -> Non
 
 def _run_bench_module(module: str, *options: str) -> str:
     """`python -m MODULE OPTIONS` of the project: its output (it must exit 0)."""
-    result = subprocess.run(
-        [sys.executable, "-m", module, *options],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=SMOKE_TIMEOUT,
-        check=False,
-    )
-    output = f"stdout:\n{result.stdout[-6000:]}\nstderr:\n{result.stderr[-6000:]}"
+    result, output = _run(["-m", module, *options])
     assert result.returncode == 0, output
-    return result.stdout
+    return str(result.stdout)
 
 
 def test_bench_loop_stall_runs_with_its_control() -> None:
