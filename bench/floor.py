@@ -45,7 +45,7 @@ from sqlalchemy.util import greenlet_spawn
 
 from bench.common import PROJECT_ROOT
 from bench.harness import Postgres, Sides, fresh_database, service_variables, start_server
-from bench.load import Load, Wrk, cpu_seconds, ensure_wrk
+from bench.load import Load, Wrk, cpu_seconds, ensure_wrk, machine_cpu
 from bench.seed import seed_users, write_lines
 from quart_auth_api.crypto.passwords import HASHING_NICENESS
 from quart_auth_api.db import open_database
@@ -101,14 +101,6 @@ def thread_cpu(pids: list[int]) -> dict[tuple[int, int], tuple[bool, float]]:
     return found
 
 
-def system_cpu() -> tuple[float, float]:
-    """(busy, steal) CPU seconds of the whole machine so far (/proc/stat)."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:9]]
-    tick = os.sysconf("SC_CLK_TCK")
-    idle = values[3] + values[4]
-    return (sum(values) - idle) / tick, values[7] / tick
-
-
 def login_budget(
     server: Any, wrk: Wrk, lines: Path, seconds: float, one_hash: float, bound: float
 ) -> tuple[str, dict[str, float]]:
@@ -117,9 +109,9 @@ def login_budget(
     load = Load(script="login", connections=8, duration=seconds, threads=1, lines=lines)
     wrk.run(server.base_url, replace(load, duration=3))  # warm: pools, caches, the WAL
     workers = server.worker_pids()
-    before, (busy0, steal0), started = thread_cpu(workers), system_cpu(), time.monotonic()
+    before, (busy0, steal0), started = thread_cpu(workers), machine_cpu(), time.monotonic()
     result = wrk.run(server.base_url, load)
-    after, (busy1, steal1), wall = thread_cpu(workers), system_cpu(), time.monotonic() - started
+    after, (busy1, steal1), wall = thread_cpu(workers), machine_cpu(), time.monotonic() - started
     hashing = sum(s - before.get(k, (h, 0.0))[1] for k, (h, s) in after.items() if h)
     rest = sum(s - before.get(k, (h, 0.0))[1] for k, (h, s) in after.items() if not h)
     logins = result.ok

@@ -204,6 +204,19 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
+def machine_cpu() -> tuple[float, float]:
+    """(busy, steal) CPU seconds of the whole machine so far, all cores: busy is every
+    state but idle and I/O wait; steal, what a hypervisor took (0 where there is none)."""
+    times = psutil.cpu_times()
+    steal = getattr(times, "steal", 0.0)
+    return sum(times) - times.idle - getattr(times, "iowait", 0.0) - _guests(times), steal
+
+
+def _guests(times: Any) -> float:
+    """Guest time, which Linux counts inside user and nice already."""
+    return getattr(times, "guest", 0.0) + getattr(times, "guest_nice", 0.0)
+
+
 def cpu_seconds(pids: list[int]) -> dict[int, float]:
     """CPU time (user + system) used so far by each of `pids` (0 for a process gone)."""
     result = {}

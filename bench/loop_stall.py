@@ -50,6 +50,7 @@ from typing import Any
 
 from sqlalchemy.pool import NullPool
 
+from bench.load import machine_cpu
 from quart_auth_api.db import Base, create_engine, open_database
 from quart_auth_api.models import utcnow
 from quart_auth_api.services.sessions import LIVE_SESSION
@@ -71,16 +72,6 @@ def control_size() -> int:
         if (time.perf_counter() - started) / 20 * 1e6 >= CONTROL_US:
             return n
         n = n * 5 // 4 + 1
-
-
-def steal_seconds() -> float:
-    """CPU time the hypervisor has taken from this machine so far (/proc/stat; 0 where
-    there is none)."""
-    try:
-        fields = Path("/proc/stat").read_text().split("\n")[0].split()
-    except OSError:
-        return 0.0
-    return int(fields[8]) / os.sysconf("SC_CLK_TCK") if len(fields) > 8 else 0.0
 
 
 def make_database(path: Path, sessions: int) -> list[tuple[str, str]]:
@@ -166,7 +157,7 @@ async def measure(
     size = control_size()
     gc.collect()
     gc.disable()  # a collection can pause any code: measured here is the read alone
-    stolen = steal_seconds()
+    stolen = machine_cpu()[1]
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         sid, sub = rng.choice(pairs)
@@ -194,7 +185,7 @@ async def measure(
             if (time.perf_counter() - started) * 1e6 > STALL_US:
                 control_over += 1
                 control_on_cpu += (time.thread_time() - cpu_started) * 1e6 > STALL_US
-    stolen = steal_seconds() - stolen
+    stolen = machine_cpu()[1] - stolen
     gc.enable()
     busy = getattr(statements, "busy_reads", 0)
     await database.close()
