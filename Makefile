@@ -76,7 +76,7 @@ bench: $(BIN)/.runtime $(BENCH_VENV)/.installed
 bench-smoke: $(BIN)/.runtime $(BENCH_VENV)/.installed
 	BENCH_COMMAND="make bench-smoke" $(BENCH_PY) -m bench.run --smoke $(BENCH_ARGS)
 
-## bench-profile: py-spy profiles of GET /auth/me and POST /auth/refresh of this service
+## bench-profile: py-spy profiles of GET /auth/me, POST /auth/refresh and POST /auth/login
 bench-profile: $(BIN)/.runtime $(BENCH_VENV)/.installed
 	BENCH_COMMAND="make bench-profile" $(BENCH_PY) -m bench.run --profile $(BENCH_ARGS)
 

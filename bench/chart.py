@@ -16,7 +16,7 @@ COLORS = {"service": "#3b6fb6", "flask": "#c8553d", "ceiling": "#9a9a9a"}
 LABELS = {
     "service": "this (Quart)",
     "flask": "Flask reference",
-    "ceiling": "ceiling (bare Quart, JWT decode only)",
+    "ceiling": "ceiling (bare Quart, no database)",
 }
 PANELS = [
     ("me_rps", "GET /auth/me throughput", "req/s"),

@@ -1,4 +1,5 @@
-"""Where this service spends its time on GET /auth/me and POST /auth/refresh (py-spy).
+"""Where this service spends its time on GET /auth/me, POST /auth/refresh and POST
+/auth/login (py-spy; for the login, the work besides bcrypt, whose threads drop the GIL).
 
 `python -m bench.run --profile` (`make bench-profile`) starts the service with one
 worker (so one process takes all the load) on each backend, seeds users, and while wrk
@@ -50,6 +51,9 @@ LIBRARIES = [
     ("uvloop/", "uvloop"),
 ]
 LOOP_MARKERS = ("uvloop_worker", "asyncio_worker")
+#: wrk script -> what it drives; the seed's file of lines it rotates over.
+SCRIPTS = {"me": "GET /auth/me", "refresh": "POST /auth/refresh", "login": "POST /auth/login"}
+SCRIPT_LINES = {"me": "access", "refresh": "refresh", "login": "emails"}
 
 
 def _path(frame: str) -> str:
@@ -164,9 +168,10 @@ def profile(bench: Bench, out: Path) -> int:
             ):
                 (worker,) = server.worker_pids()[:1]
                 _, files = bench.seed(server, plan.seed_users, f"profile-{backend}")
-                for script in ("me", "refresh"):
-                    lines = files["access"] if script == "me" else files["refresh"]
-                    load = bench.load(script, connections=plan.connections, lines=lines)
+                for script, title in SCRIPTS.items():
+                    lines = files[SCRIPT_LINES[script]]
+                    connections = plan.login_connections if script == "login" else plan.connections
+                    load = bench.load(script, connections=connections, lines=lines)
                     # warm up on /auth/me: a refresh token is good for one use only
                     warmup = bench.load("me", connections=plan.connections, lines=files["access"])
                     bench.wrk.run(server.base_url, replace(warmup, duration=bench.warmup))
@@ -201,11 +206,8 @@ def profile(bench: Bench, out: Path) -> int:
                         f"  profiled {backend} {script}: {result.rps:.0f} req/s under py-spy "
                         f"(errors {result.errors}, failed {result.failed})"
                     )
-                    title = (
-                        f"{backend} {'GET /auth/me' if script == 'me' else 'POST /auth/refresh'}"
-                    )
                     summary = summarize(
-                        raw, f"{title}, {result.rps:.0f} req/s, 1 worker", int(duration)
+                        raw, f"{backend} {title}, {result.rps:.0f} req/s, 1 worker", int(duration)
                     )
                     (out / f"profile-{backend}-{script}-summary.txt").write_text(summary)
                     summaries.append(summary)

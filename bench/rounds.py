@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from bench.load import LoadResult
 
 #: The figures compared with the ceiling (service/ceiling): all it serves is /auth/me.
-CEILING_RATIOS = ("me_rps", "me_p50_ms", "me_p99_ms")
+CEILING_RATIOS = ("me_rps", "me_p50_ms", "me_p99_ms", "login_rps", "login_pct_of_bound")
 
 
 def rotated(sides: Sequence[str], number: int) -> list[str]:

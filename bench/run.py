@@ -2,14 +2,15 @@
 
     python -m bench.run              # the full run (`make bench`): several minutes
     python -m bench.run --smoke      # a second per figure, SQLite, 1 worker (`make bench-smoke`)
-    python -m bench.run --profile    # py-spy profiles of GET /auth/me and POST /auth/refresh
+    python -m bench.run --profile    # py-spy profiles of GET /auth/me, refresh and login
     python -m bench.run --compare REV  # GET /auth/me of this checkout against revision REV
     python -m bench.run --mfa        # only the MFA figures (bench/mfa.py; `make bench-mfa`)
 
 For each backend (SQLite, PostgreSQL) all three sides run at once, with the same number
 of workers: this service under hypercorn with uvloop and production settings, the Flask
 reference under gunicorn (each on a fresh database, the same bcrypt cost), and the
-ceiling (bench/ceiling/: bare Quart, hypercorn and uvloop, JWT decode only, no database).
+ceiling (bench/ceiling/: bare Quart, hypercorn and uvloop, no database: JWT decode only for
+/auth/me, one bcrypt check and two tokens for a login).
 Seed users through the API, check both sides answer the same API, then measure with wrk,
 figure by figure, one side after the other, in `--rounds` rounds whose order rotates:
 
@@ -23,7 +24,7 @@ figure by figure, one side after the other, in `--rounds` rounds whose order rot
    rotated token is queued for a later request);
 6. resident memory of the server's processes, idle and at the peak under load.
 
-The ceiling has figures 1 and 6 (idle). Each figure is the median of its rounds; each
+The ceiling has figures 1, 2 and 6 (idle). Each figure is the median of its rounds; each
 ratio (this/Flask, this/ceiling) is computed round by round: its median and min-max.
 Then the scaling figures: /auth/me and login at 1, 2 and 4 workers, and /auth/me with
 10 thousand vs 1 million rows in the table each side checks per request (sessions here,

@@ -125,7 +125,8 @@ def check_contract(base_url: str, seed: Seed) -> None:
 
 def check_ceiling(base_url: str, seed: Seed) -> None:
     """The ceiling answers the service's access tokens with the `User` shape, and
-    refuses its refresh tokens and a token whose signature is not its own."""
+    refuses its refresh tokens and a token whose signature is not its own; its login
+    answers the seeded password with tokens and refuses a wrong one."""
     access, refresh = seed.access_tokens[0], seed.refresh_tokens[0]
     status, body = call(base_url, "GET", "/auth/me", token=access)
     _expect("ceiling: GET /auth/me", status, body, 200, USER_KEYS)
@@ -134,6 +135,12 @@ def check_ceiling(base_url: str, seed: Seed) -> None:
     forged = ".".join([*access.split(".")[:2], refresh.split(".")[2]])
     status, _ = call(base_url, "GET", "/auth/me", token=forged)
     _expect("ceiling: GET /auth/me, another token's signature", status, None, 401, None)
+    body = {"email": seed.emails[0], "password": PASSWORD}
+    status, found = call(base_url, "POST", "/auth/login", body=body)
+    _expect("ceiling: POST /auth/login", status, found, 200, TOKEN_KEYS - {"user"})
+    body["password"] = "wrong password!"  # noqa: S105
+    status, _ = call(base_url, "POST", "/auth/login", body=body)
+    _expect("ceiling: POST /auth/login, wrong password", status, None, 401, None)
 
 
 def write_lines(path: Path, lines: list[str]) -> Path:

@@ -40,7 +40,14 @@ FIGURES: list[tuple[str, str, str, str]] = [
 ]
 FIGURE_KEYS = [key for key, *_ in FIGURES]
 #: The figures of the ceiling: it serves GET /auth/me and nothing else.
-CEILING_FIGURES = ("me_rps", "me_p50_ms", "me_p99_ms", "mem_idle_mb")
+CEILING_FIGURES = (
+    "me_rps",
+    "me_p50_ms",
+    "me_p99_ms",
+    "login_rps",
+    "login_pct_of_bound",
+    "mem_idle_mb",
+)
 SIDE_LABEL = {"service": "this (Quart)", "flask": "Flask", CEILING: "ceiling"}
 
 
@@ -321,7 +328,7 @@ class Bench:
             self.drain(server)
             idle[side] = tree_memory_mb(server.process.pid)
         me = {side: self.me_load(files[side]) for side in servers}
-        probes = {  # the latency probe (the ceiling has only the /auth/me figures)
+        probes = {  # the latency probe (the ceiling has the /auth/me and login figures)
             side: replace(
                 me[side],
                 connections=plan.probe_connections,
@@ -334,7 +341,7 @@ class Bench:
             side: self.load(
                 "login", connections=plan.login_connections, lines=files[side]["emails"]
             )
-            for side in SIDES
+            for side in servers
         }
 
         registers = {
