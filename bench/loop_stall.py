@@ -27,7 +27,18 @@ read (`sum(range(n))`, about 60 µs, no I/O, no SQLite, no allocation), timed th
 A pause that the control suffers as often as the read is the machine's (the scheduler,
 other processes, the hypervisor: each round's steal time is printed), not the read's; of
 the reads that used over 1 ms of CPU, those that took page faults (the heap growing) are
-counted. A benchmark, never a test: nothing here is asserted.
+counted.
+
+Then, with the writers still on, a pass of `--trace-seconds` places the time of each read
+over 1 ms: the read in the parts `SqliteStatements.one` takes on the loop (the
+parameters, SQLite's statement, the row's conversion), with a progress handler called at
+every step of SQLite's program, so that a pause inside SQLite falls in one step of it, or
+before its first (preparing, beginning the read: the WAL index) or after its last. It
+counts the part that held most of each slow read's time, and the slow reads with no page
+fault and no context switch. A pause that falls in the Python parts as readily as in
+SQLite's, and inside one step of a lookup by primary key with neither a fault nor a
+switch, is the machine taking the CPU away, not SQLite's work. A benchmark, never a
+test: nothing here is asserted.
 """
 
 from __future__ import annotations
@@ -215,6 +226,67 @@ async def measure(
     }
 
 
+#: The parts of one read on the loop, in order (`SqliteStatements.one` on the loop).
+PARTS = (
+    "parameters (Python)",
+    "SQLite before its first step (prepare, begin the read)",
+    "SQLite, one step of its program",
+    "SQLite, after its last step",
+    "row conversion (Python)",
+)
+
+
+async def trace(path: Path, pairs: list[tuple[str, str]], seconds: float) -> dict[str, Any]:
+    """Where the time of each read over 1 ms went: the read in the parts
+    `SqliteStatements.one` takes on the loop, with a progress handler called at every
+    step of SQLite's program (so a pause inside SQLite is placed in one step, or before
+    or after them), and the read's page faults and context switches. The part that held
+    most of a slow read's time is counted."""
+    settings = Settings.for_testing(database_url=f"sqlite:///{path}")
+    database = open_database(settings)
+    statements: Any = database.statements
+    compiled = statements.compiled(LIVE_SESSION)
+    steps: list[float] = []
+    counts = dict.fromkeys(PARTS, 0)
+    quiet = reads = 0  # slow reads with no page fault and no context switch; all reads
+    rng = random.Random(2)  # noqa: S311 (which sessions to read)
+    sid, sub = pairs[0]
+    first = {"session_id": uuid.UUID(sid), "user_public_id": uuid.UUID(sub), "now": utcnow()}
+    statements._read(compiled.sql, compiled.parameters(first))  # noqa: SLF001 (opens it)
+    reader = statements._reader  # noqa: SLF001
+    reader.set_progress_handler(lambda: steps.append(time.perf_counter()), 1)
+    gc.collect()
+    gc.disable()
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        sid, sub = rng.choice(pairs)
+        values = {"session_id": uuid.UUID(sid), "user_public_id": uuid.UUID(sub), "now": utcnow()}
+        steps.clear()
+        before = resource.getrusage(resource.RUSAGE_THREAD)
+        started = time.perf_counter()
+        parameters = compiled.parameters(values)
+        sent = time.perf_counter()
+        rows = statements._read(compiled.sql, parameters)  # noqa: SLF001
+        read = time.perf_counter()
+        compiled.one(rows)
+        ended = time.perf_counter()
+        reads += 1
+        if (ended - started) * 1e6 <= STALL_US or not steps:
+            continue
+        gaps = [b - a for a, b in zip(steps, steps[1:], strict=False)] or [0.0]
+        times = [sent - started, steps[0] - sent, max(gaps), read - steps[-1], ended - read]
+        counts[PARTS[times.index(max(times))]] += 1
+        after = resource.getrusage(resource.RUSAGE_THREAD)
+        quiet += (after.ru_minflt, after.ru_nvcsw, after.ru_nivcsw) == (
+            before.ru_minflt,
+            before.ru_nvcsw,
+            before.ru_nivcsw,
+        )
+    gc.enable()
+    await database.close()
+    return {"reads": reads, "slow": sum(counts.values()), "quiet": quiet, "parts": counts}
+
+
 def line(label: str, r: dict[str, Any]) -> str:
     return (
         f"  {label:8} {r['reads_per_s']:9,.0f} reads/s  p50 {r['p50']:7.1f}  p99 {r['p99']:7.1f}"
@@ -244,6 +316,12 @@ def main() -> None:
     parser.add_argument(
         "--write-rate", type=float, default=300.0, help="rounds/s per writer, 0: flat out (300)"
     )
+    parser.add_argument(
+        "--trace-seconds",
+        type=float,
+        default=10.0,
+        help="then a pass placing each slow read's time in its parts, 0: none (10)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="qaa-loop-stall-") as folder:
         path = Path(folder) / "bench.db"
@@ -272,6 +350,9 @@ def main() -> None:
                     result = asyncio.run(measure(path, pairs, args.seconds, way == "loop"))
                     results[way].append(result)
                     print(line(way, result), flush=True)
+            traced = None
+            if args.trace_seconds > 0:
+                traced = asyncio.run(trace(path, pairs, args.trace_seconds))
         finally:
             stop.set()
             for process in writers:
@@ -298,6 +379,15 @@ def main() -> None:
             f"{sum(r['steal_s'] for r in loop):.2f} s of "
             f"{len(loop) * args.seconds * (os.cpu_count() or 1):.0f} core-seconds"
         )
+
+        if traced is not None:
+            print(
+                f"where the time of the reads over 1 ms went ({args.trace_seconds:g} s on the "
+                f"loop, every step of SQLite's program timed): {traced['slow']} of "
+                f"{traced['reads']:,} reads over 1 ms, {traced['quiet']} of them with no page "
+                "fault and no context switch; most of the time in:\n"
+                + "\n".join(f"  {n:>5}  {part}" for part, n in traced["parts"].items())
+            )
 
 
 if __name__ == "__main__":

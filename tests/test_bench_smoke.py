@@ -186,7 +186,8 @@ def _run_bench_module(module: str, *options: str) -> str:
 
 
 def test_bench_loop_stall_runs_with_its_control() -> None:
-    """`make bench-loop-stall`, tiny: both ways of reading, the control and the steal."""
+    """`make bench-loop-stall`, tiny: both ways of reading, the control and the steal,
+    then the pass that places the slow reads' time in the read's parts."""
     out = _run_bench_module(
         "bench.loop_stall",
         "--rounds",
@@ -197,10 +198,14 @@ def test_bench_loop_stall_runs_with_its_control() -> None:
         "200",
         "--writers",
         "1",
+        "--trace-seconds",
+        "0.5",
     )
     assert "median of the rounds" in out and "  thread " in out, out
     assert "controls (CPU only) over 1 ms" in out, out
     assert "the control, all rounds:" in out and "core-seconds" in out, out
+    assert "where the time of the reads over 1 ms went" in out, out
+    assert "SQLite, one step of its program" in out and "row conversion (Python)" in out, out
 
 
 def test_bench_floor_splits_a_login_load_and_prints_every_floor() -> None:

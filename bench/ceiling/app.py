@@ -13,9 +13,10 @@ drive it: it is started with the service's JWT_SECRET_KEY.
 
 `POST /auth/login` is a login with no database: the JSON body's `email` and `password`
 (strings, or a 422), one `bcrypt.checkpw` at the service's cost (`BCRYPT_ROUNDS`) against
-one hash made at start for the benchmark's password, in a pool of one thread per core
-run nice +10 as the service's are, then an access and a refresh token signed as the
-service signs them, and a body of the service's token shape; a wrong password is a 401.
+one hash made at start for the benchmark's password, in a pool of threads at nice +10
+sized as the service's is (one hash per core across the workers), then an access and a
+refresh token signed as the service signs them, and a body of the service's token
+shape; a wrong password is a 401.
 What it leaves out is what the service adds: the user's row, the session's insert,
 the schemas, the hooks.
 """
@@ -60,7 +61,10 @@ def _lower_priority() -> None:
     )
 
 
-hashing = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, initializer=_lower_priority)
+#: As the service's BCRYPT_THREADS default (settings.py): one hash per core across the
+#: machine's workers, so that no two hashes share a core.
+THREADS = max(1, (os.cpu_count() or 1) // int(os.environ.get("WEB_CONCURRENCY", "1")))
+hashing = ThreadPoolExecutor(max_workers=THREADS, initializer=_lower_priority)
 
 app = Quart(__name__)
 
