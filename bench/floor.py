@@ -3,6 +3,7 @@ of a token check.
 
     python -m bench.floor                 # `make bench-floor`: SQLite and PostgreSQL
     python -m bench.floor --rounds 3 --seconds 10 --backends sqlite
+    python -m bench.floor --backends sqlite --workers 1 --bcrypt-threads 2
 
 1. **bcrypt with one thread per core and no HTTP at all**: what the machine can hash
    when nothing else runs, against the benchmark's bound (cores ÷ the time of one hash
@@ -13,9 +14,10 @@ of a token check.
    at the window's edges, hashes slower than figure 1's), the workers' other threads
    (HTTP, validation, the database, tokens: per login), and everything outside the
    workers (wrk, the database server, the kernel, other tenants: the steal time).
-3. **CPU per `GET /auth/me`**, per backend: the service (production settings, 2 workers,
-   16 seeded users) under wrk at 16 connections for `--seconds`, the CPU seconds its
-   workers and, on PostgreSQL, the server's backends used, divided by the answers.
+3. **CPU per `GET /auth/me`**, per backend: the service (production settings, 16 seeded
+   users, `--workers` workers (2) hashing on `--bcrypt-threads` threads each) under wrk at
+   16 connections for `--seconds`, the CPU seconds its workers and, on PostgreSQL, the
+   server's backends used, divided by the answers.
 4. **One PostgreSQL read, in-process**: the worker's CPU for the guard's read
    (`statements.PostgresStatements.one`), and for its parts: asyncpg's `fetch` on a held
    connection and the pool's checkout and check-in, each averaged over 3,000 calls.
@@ -125,10 +127,12 @@ def login_budget(
         "steal": (steal1 - steal0) / capacity * 100,
         "idle": (capacity - (busy1 - busy0)) / capacity * 100,
     }
+    hashers = sum(1 for h, _ in after.values() if h)
     line = (
         f"{result.rps:5.2f} logins/s; "
         + ", ".join(f"{k} {v:.1f}%" for k, v in shares.items())
         + f"; the workers' other threads {rest / max(logins, 1) * 1e3:.1f} ms per login"
+        + f"; {hashers} hashing threads in {len(workers)} workers"
     )
     return line, shares
 
@@ -197,12 +201,21 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--workers", type=int, default=2, help="the service's workers (2)")
+    parser.add_argument(
+        "--bcrypt-threads", type=int, help="the service's BCRYPT_THREADS (its default)"
+    )
     args = parser.parse_args()
     backends = args.backends.split(",")
     python = PROJECT_ROOT / ".venv" / "bin" / "python"
     sides = Sides(python, python, "sync", 12, service_variables(python))
     pg = Postgres(args.pg_url) if "postgresql" in backends else None
-    print(f"floor: {args.rounds} rounds, {args.seconds:g} s per load, {os.cpu_count()} cores")
+    threads = {} if args.bcrypt_threads is None else {"BCRYPT_THREADS": str(args.bcrypt_threads)}
+    print(
+        f"floor: {args.rounds} rounds, {args.seconds:g} s per load, {os.cpu_count()} cores; "
+        f"the service with {args.workers} worker(s), BCRYPT_THREADS "
+        f"{args.bcrypt_threads or 'at its default'}"
+    )
     rows: dict[str, list[Any]] = {"bcrypt": [], "reads": []}
     with tempfile.TemporaryDirectory(prefix="qaa-floor-") as folder, ExitStack() as stack:
         work = Path(folder)
@@ -211,7 +224,11 @@ def main() -> None:
         for backend in backends:
             url = stack.enter_context(fresh_database(backend, "service", work, pg))
             log = work / f"{backend}.log"
-            server = stack.enter_context(start_server(sides, "service", url, 2, log, pool_size=8))
+            server = stack.enter_context(
+                start_server(
+                    sides, "service", url, args.workers, log, pool_size=8, extra_env=threads
+                )
+            )
             seed = seed_users(
                 server.base_url, 16, prefix=f"floor-{uuid.uuid4().hex[:6]}", concurrency=8
             )

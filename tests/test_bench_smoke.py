@@ -208,14 +208,21 @@ def test_bench_loop_stall_runs_with_its_control() -> None:
     assert "SQLite, one step of its program" in out and "row conversion (Python)" in out, out
 
 
-def test_bench_floor_splits_a_login_load_and_prints_every_floor() -> None:
+@pytest.mark.parametrize(
+    ("serving", "hashing"),
+    [((), None), (("--workers", "1", "--bcrypt-threads", "2"), "2 hashing threads in 1 workers")],
+    ids=["default", "one-worker-two-threads"],
+)
+def test_bench_floor_splits_a_login_load_and_prints_every_floor(serving, hashing) -> None:
     """`make bench-floor` on SQLite, one round of a second: logins answered, the login
-    load's every share of the cores' time, and the other floors, printed as medians."""
+    load's every share of the cores' time, and the other floors, printed as medians; with
+    `--workers` and `--bcrypt-threads`, the service served that way."""
     if shutil.which("wrk") is None and os.geteuid() != 0:
         _no_wrk("wrk is not installed: apt-get install wrk (as root the bench installs it)")
     out = _run_bench_module(
-        "bench.floor", "--rounds", "1", "--seconds", "1", "--backends", "sqlite"
+        "bench.floor", "--rounds", "1", "--seconds", "1", "--backends", "sqlite", *serving
     )
+    assert hashing is None or hashing in out, out
     line = next(x for x in out.splitlines() if x.startswith("median: sqlite a login load"))
     shares = dict(
         (name.strip(), float(value.rstrip("%")))
