@@ -152,6 +152,12 @@ def writer(path: str, stop: Any, users: int, seed: int, rate: float) -> None:
     db.close()
 
 
+def read_values(pair: tuple[str, str]) -> dict[str, Any]:
+    """The guard's read of one (session id, user public id): `LIVE_SESSION`'s values."""
+    sid, sub = pair
+    return {"session_id": uuid.UUID(sid), "user_public_id": uuid.UUID(sub), "now": utcnow()}
+
+
 async def measure(
     path: Path, pairs: list[tuple[str, str]], seconds: float, on_loop: bool
 ) -> dict[str, Any]:
@@ -171,8 +177,7 @@ async def measure(
     stolen = machine_cpu()[1]
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
-        sid, sub = rng.choice(pairs)
-        values = {"session_id": uuid.UUID(sid), "user_public_id": uuid.UUID(sub), "now": utcnow()}
+        values = read_values(rng.choice(pairs))
         before = resource.getrusage(resource.RUSAGE_THREAD)
         cpu_started = time.thread_time()
         started = time.perf_counter()
@@ -250,17 +255,15 @@ async def trace(path: Path, pairs: list[tuple[str, str]], seconds: float) -> dic
     counts = dict.fromkeys(PARTS, 0)
     quiet = reads = busy = 0  # slow reads with no fault and no switch; all reads; busy ones
     rng = random.Random(2)  # noqa: S311 (which sessions to read)
-    sid, sub = pairs[0]
-    first = {"session_id": uuid.UUID(sid), "user_public_id": uuid.UUID(sub), "now": utcnow()}
-    statements._read(compiled.sql, compiled.parameters(first))  # noqa: SLF001 (opens it)
+    opening = compiled.parameters(read_values(pairs[0]))
+    statements._read(compiled.sql, opening)  # noqa: SLF001 (opens the reader)
     reader = statements._reader  # noqa: SLF001
     reader.set_progress_handler(lambda: steps.append(time.perf_counter()), 1)
     gc.collect()
     gc.disable()
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
-        sid, sub = rng.choice(pairs)
-        values = {"session_id": uuid.UUID(sid), "user_public_id": uuid.UUID(sub), "now": utcnow()}
+        values = read_values(rng.choice(pairs))
         steps.clear()
         before = resource.getrusage(resource.RUSAGE_THREAD)
         started = time.perf_counter()
@@ -281,11 +284,8 @@ async def trace(path: Path, pairs: list[tuple[str, str]], seconds: float) -> dic
         times = [sent - started, steps[0] - sent, max(gaps), read - steps[-1], ended - read]
         counts[PARTS[times.index(max(times))]] += 1
         after = resource.getrusage(resource.RUSAGE_THREAD)
-        quiet += (after.ru_minflt, after.ru_nvcsw, after.ru_nivcsw) == (
-            before.ru_minflt,
-            before.ru_nvcsw,
-            before.ru_nivcsw,
-        )
+        counters = ("ru_minflt", "ru_nvcsw", "ru_nivcsw")  # page faults, both switches
+        quiet += all(getattr(after, c) == getattr(before, c) for c in counters)
     gc.enable()
     await database.close()
     slow = sum(counts.values())

@@ -51,9 +51,12 @@ LIBRARIES = [
     ("uvloop/", "uvloop"),
 ]
 LOOP_MARKERS = ("uvloop_worker", "asyncio_worker")
-#: wrk script -> what it drives; the seed's file of lines it rotates over.
-SCRIPTS = {"me": "GET /auth/me", "refresh": "POST /auth/refresh", "login": "POST /auth/login"}
-SCRIPT_LINES = {"me": "access", "refresh": "refresh", "login": "emails"}
+#: wrk script -> what it drives, and the seed's file of lines it rotates over.
+SCRIPTS = {
+    "me": ("GET /auth/me", "access"),
+    "refresh": ("POST /auth/refresh", "refresh"),
+    "login": ("POST /auth/login", "emails"),
+}
 
 
 def _path(frame: str) -> str:
@@ -168,8 +171,8 @@ def profile(bench: Bench, out: Path) -> int:
             ):
                 (worker,) = server.worker_pids()[:1]
                 _, files = bench.seed(server, plan.seed_users, f"profile-{backend}")
-                for script, title in SCRIPTS.items():
-                    lines = files[SCRIPT_LINES[script]]
+                for script, (title, kind) in SCRIPTS.items():
+                    lines = files[kind]
                     connections = plan.login_connections if script == "login" else plan.connections
                     load = bench.load(script, connections=connections, lines=lines)
                     # warm up on /auth/me: a refresh token is good for one use only

@@ -12,7 +12,8 @@ from bench.common import ALL_SIDES, CEILING
 if TYPE_CHECKING:
     from bench.load import LoadResult
 
-#: The figures compared with the ceiling (service/ceiling): all it serves is /auth/me.
+#: The figures compared with the ceiling (service/ceiling): those of GET /auth/me and of
+#: the login, all it serves.
 CEILING_RATIOS = ("me_rps", "me_p50_ms", "me_p99_ms", "login_rps", "login_pct_of_bound")
 
 
