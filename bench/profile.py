@@ -21,6 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bench import hashing
 from bench.common import BenchError
 from bench.harness import fresh_database
 
@@ -161,7 +162,7 @@ def profile(bench: Bench, out: Path) -> int:
     plan = bench.plan
     workers = 1
     duration = max(plan.duration, 5.0)
-    bench.bound = bench.measure_bcrypt()
+    bench.bound = hashing.bound(plan.bcrypt_rounds)
     summaries = []
     try:
         for backend in plan.backends:

@@ -16,7 +16,7 @@ from bench.common import ALL_SIDES, BENCH_DIR, CEILING, PROJECT_ROOT, SIDES, run
 from bench.harness import service_pool_size
 from bench.mfa import markdown_lines as mfa_markdown_lines
 from bench.mfa import report_lines as mfa_report_lines
-from bench.rounds import conclude
+from bench.rounds import conclude, spread
 from bench.suite import FIGURE_KEYS, FIGURES
 from bench.sweeps import GROWTH_KEYS, GROWTH_TABLE, SCALING_KEYS
 
@@ -127,6 +127,16 @@ def conclude_results(
             for found in group[side]["rounds"]:
                 if "login_rps" in found:  # the ceiling's scaling rounds have /auth/me only
                     found["login_pct_of_bound"] = round(100 * found["login_rps"] / per_s, 3)
+    for group in results.values():  # login ÷ bcrypt flat out, round by round
+        flat = group["flat_out_per_s"]
+        group["flat_out"] = {
+            "per_s": spread(flat),
+            "pct_of_bound": spread([100 * rate / per_s for rate in flat]),
+        }
+        for side in (side for side in ALL_SIDES if side in group):
+            for found, rate in zip(group[side]["rounds"], flat, strict=True):
+                share = 100 * found["login_rps"] / rate if rate else 0.0
+                found["login_pct_of_flat_out"] = round(share, 3)
     for group in results.values():
         conclude(group, FIGURE_KEYS, nest="figures")
     for group in rows:
@@ -195,6 +205,7 @@ def print_report(result: dict[str, Any]) -> None:
         f"bcrypt cost {bound['rounds']}: {bound['seconds_per_hash'] * 1000:.1f} ms per hash, "
         f"bound {bound['bound_per_s']:.2f}/s on {bound['cores']} cores"
     )
+    print("\n".join(flat_out_lines(result)))
     plan = meta["plan"]
     print(
         f"{plan['workers']} worker(s) each (Flask: gunicorn {plan['reference_worker_class']}), "
@@ -221,6 +232,20 @@ def print_report(result: dict[str, Any]) -> None:
         print()
         print("\n".join(mfa_report_lines(result["mfa"])))
     print("=" * 78)
+
+
+def flat_out_lines(result: dict[str, Any]) -> list[str]:
+    """bcrypt flat out, per backend: what the machine hashed in each round's login window
+    with no server (bench/hashing.py), against the bound."""
+    lines = []
+    for backend, group in result["results"].items():
+        found = group["flat_out"]
+        lines.append(
+            f"bcrypt flat out ({backend}'s rounds; a process per core, no server, in the login "
+            f"figure's window): {spread_text(found['per_s'], '/s')}, "
+            f"{spread_text(found['pct_of_bound'], '%')} of the bound"
+        )
+    return lines
 
 
 def tables(result: dict[str, Any], *, better: bool = False) -> list[Table]:
@@ -290,6 +315,7 @@ def markdown(result: dict[str, Any]) -> str:
         "ceiling is bare Quart + hypercorn + uvloop with no database: decoding the JWT for "
         "/auth/me, one bcrypt check and two tokens for a login (bench/ceiling/)."
     )
+    lines += ["", *flat_out_lines(result)]
     for title, head, rows in tables(result):
         lines += ["", title, "", "| " + " | ".join(head) + " |"]
         lines.append("|---|" + "---:|" * (len(head) - 1))

@@ -14,7 +14,14 @@ if TYPE_CHECKING:
 
 #: The figures compared with the ceiling (service/ceiling): those of GET /auth/me and of
 #: the login, all it serves.
-CEILING_RATIOS = ("me_rps", "me_p50_ms", "me_p99_ms", "login_rps", "login_pct_of_bound")
+CEILING_RATIOS = (
+    "me_rps",
+    "me_p50_ms",
+    "me_p99_ms",
+    "login_rps",
+    "login_pct_of_bound",
+    "login_pct_of_flat_out",
+)
 
 
 def rotated(sides: Sequence[str], number: int) -> list[str]:
@@ -84,7 +91,8 @@ def side_figures(
     loads: dict[str, LoadResult], pss_idle: float, pss_peak: float
 ) -> dict[str, float]:
     """A side's figures of one round (those its loads give; 0 for the others).
-    `login_pct_of_bound` is filled in by report.conclude_results, once the bound is final."""
+    `login_pct_of_bound` and `login_pct_of_flat_out` are filled in by
+    report.conclude_results, once the bound is final."""
 
     def rps(name: str) -> float:
         return loads[name].rps if name in loads else 0.0
@@ -97,6 +105,7 @@ def side_figures(
         **me_figures(loads["me"]),
         "login_rps": rps("login"),
         "login_pct_of_bound": 0.0,
+        "login_pct_of_flat_out": 0.0,
         "me_idle_p99_ms": idle_p99,
         "me_under_login_p99_ms": busy_p99,
         "me_p99_under_login_ratio": busy_p99 / idle_p99 if idle_p99 else 0.0,

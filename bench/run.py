@@ -48,6 +48,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench import hashing
 from bench.chart import draw
 from bench.common import BENCH_DIR, PROJECT_ROOT, BenchError, WrkMissing
 from bench.compare import compare, print_comparison
@@ -282,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.mfa:
         return run_mfa(bench, meta, out)
     try:
-        bench.bound = bench.measure_bcrypt()
+        bench.bound = hashing.bound(plan.bcrypt_rounds)
         bench.say(
             f"bcrypt cost {plan.bcrypt_rounds}: {bench.bound['seconds_per_hash'] * 1000:.1f} ms "
             f"per hash; bound {bench.bound['bound_per_s']:.2f} hashes/s"
@@ -291,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         scaling = measure_scaling(bench) if plan.scaling_workers else None
         growth = measure_growth(bench) if plan.growth_rows and pg else None
         mfa = measure_mfa(bench)
-        bench.bound = bench.measure_bcrypt(*bench.bound["timings"])
+        bench.bound = hashing.bound(plan.bcrypt_rounds, *bench.bound["timings"])
         conclude_results(results, scaling, growth, bench.bound)
     except BenchError as error:
         print(f"bench: {error}", file=sys.stderr)

@@ -5,20 +5,17 @@ figure, in rounds whose order rotates (bench/rounds.py)."""
 
 from __future__ import annotations
 
-import os
-import statistics
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import bcrypt
-
-from bench.common import ALL_SIDES, CEILING, PASSWORD, SIDES, BenchError
+from bench import hashing
+from bench.common import ALL_SIDES, CEILING, SIDES, BenchError
 from bench.harness import Postgres, Server, Sides, fresh_database, service_pool_size, start_server
 from bench.load import Load, LoadResult, MemorySampler, Wrk, cpu_seconds, tree_memory_mb, wait_idle
 from bench.rounds import CEILING_RATIOS, rotated, side_figures
@@ -30,6 +27,7 @@ FIGURES: list[tuple[str, str, str, str]] = [
     ("me_p99_ms", "GET /auth/me p99", "ms", "lower"),
     ("login_rps", "POST /auth/login throughput", "req/s", "higher"),
     ("login_pct_of_bound", "POST /auth/login, % of bcrypt bound", "%", "higher"),
+    ("login_pct_of_flat_out", "POST /auth/login, % of bcrypt flat out", "%", "higher"),
     ("me_idle_p99_ms", "GET /auth/me p99, idle probe", "ms", "lower"),
     ("me_under_login_p99_ms", "GET /auth/me p99, logins saturating", "ms", "lower"),
     ("me_p99_under_login_ratio", "  /auth/me p99 under logins ÷ idle p99", "x", "lower"),
@@ -79,6 +77,7 @@ class Step:
     what: str
     loads: dict[str, Load]
     background: dict[str, Load] | None = None
+    first: Callable[[], None] | None = None  # run before the step's first side
 
 
 # -- the run ----------------------------------------------------------------------------
@@ -139,33 +138,6 @@ class Bench:
     @property
     def warmup(self) -> float:
         return 1.0 if self.plan.smoke else min(3.0, self.plan.duration)
-
-    # -- bcrypt bound ---------------------------------------------------------------
-
-    def time_bcrypt(self) -> float:
-        """Seconds per bcrypt check at the run's cost on one core (median of a few)."""
-        hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(self.plan.bcrypt_rounds))
-        samples = []
-        repeats = 5 if self.plan.bcrypt_rounds >= 10 else 50
-        for _ in range(repeats):
-            started = time.perf_counter()
-            bcrypt.checkpw(PASSWORD.encode(), hashed)
-            samples.append(time.perf_counter() - started)
-        return statistics.median(samples)
-
-    def measure_bcrypt(self, *earlier: float) -> dict[str, Any]:
-        """The bcrypt bound: cores / seconds per hash. Timed at the start and the end of
-        the run; the faster timing counts (the machine's capacity, not a busy moment)."""
-        timings = [*earlier, self.time_bcrypt()]
-        seconds = min(timings)
-        cores = os.cpu_count() or 1
-        return {
-            "rounds": self.plan.bcrypt_rounds,
-            "seconds_per_hash": round(seconds, 6),
-            "timings": [round(t, 6) for t in timings],
-            "cores": cores,
-            "bound_per_s": round(cores / seconds, 3),
-        }
 
     # -- one side of one backend ----------------------------------------------------
 
@@ -266,6 +238,8 @@ class Bench:
         self.say(f"  round {number}: {', '.join(order)}")
         found: dict[str, dict[str, LoadResult]] = {side: {} for side in order}
         for step in steps:
+            if step.first:
+                step.first()
             for side in (side for side in order if side in step.loads):
                 server, load, what = servers[side], step.loads[side], f"{step.what} #{number}"
                 try:
@@ -298,6 +272,7 @@ class Bench:
                 found: dict[str, Any] = {
                     s: {"rounds": [], "rss_mb": [], "loads": []} for s in servers
                 }
+                found["flat_out_per_s"] = []  # report.conclude_results: login ÷ this
                 for number in range(1, plan.rounds + 1):
                     self.main_round(number, servers, files, found)
                 for side, server in servers.items():
@@ -356,7 +331,7 @@ class Bench:
         steps = [
             Step("me", "GET /auth/me", me),
             Step("me_idle_probe", "GET /auth/me probe, idle", probes),
-            Step("login", "POST /auth/login", logins),
+            Step("login", "POST /auth/login", logins, first=lambda: self.flat_out(found)),
             Step("me_under_login_probe", "GET /auth/me probe, logins", probes, logins),
             Step("register", "POST /auth/register", registers),
             Step("refresh", "POST /auth/refresh", refreshes),
@@ -374,6 +349,12 @@ class Bench:
             found[side]["loads"].append(
                 {name: result.as_dict() for name, result in measured.items()}
             )
+
+    def flat_out(self, found: dict[str, Any]) -> None:
+        """bcrypt flat out with no server, in a window as long as the login figure's."""
+        rate = hashing.flat_out(self.plan.bcrypt_rounds, self.plan.duration)
+        self.say(f"  bcrypt flat out, a process per core, no server: {rate:.2f} hashes/s")
+        found["flat_out_per_s"].append(round(rate, 3))
 
     def storm(
         self, server: Server, load: Load, logins: Load, what: str, name: str

@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 
+from bench import hashing
+from bench.common import BenchError
 from bench.mfa import totp_code
 from quart_auth_api.crypto import totp
 from tests.helpers.processes import PROJECT_ROOT, SERVICE_VARIABLES
@@ -37,6 +39,7 @@ FIGURES = (
     "me_p99_ms",
     "login_rps",
     "login_pct_of_bound",
+    "login_pct_of_flat_out",
     "me_idle_p99_ms",
     "me_under_login_p99_ms",
     "me_p99_under_login_ratio",
@@ -46,14 +49,15 @@ FIGURES = (
     "mem_load_mb",
 )
 #: The ceiling serves GET /auth/me and POST /auth/login: their throughput (and /auth/me's
-#: latency), the login against the bcrypt bound, and its memory at rest; this/ceiling is
-#: computed for all but the memory.
+#: latency), the login against the bcrypt bound and against bcrypt flat out, and its
+#: memory at rest; this/ceiling is computed for all but the memory.
 CEILING_FIGURES = (
     "me_rps",
     "me_p50_ms",
     "me_p99_ms",
     "login_rps",
     "login_pct_of_bound",
+    "login_pct_of_flat_out",
     "mem_idle_mb",
 )
 CEILING_RATIOS = CEILING_FIGURES[:-1]
@@ -170,12 +174,25 @@ def test_bench_smoke_measures_every_figure_for_every_side(tmp_path: Path) -> Non
     me = ("me_rps", "me_p50_ms", "me_p99_ms")
     _assert_rounds(scaled, {"service": me + login, "flask": me + login, "ceiling": me}, rounds)
     assert data["bcrypt"]["bound_per_s"] > 0
+    flat = group["flat_out"]  # bcrypt with no server, once per round, beside the logins
+    assert len(group["flat_out_per_s"]) == rounds and min(group["flat_out_per_s"]) > 0, output
+    assert 0 < flat["pct_of_bound"]["min"] <= flat["pct_of_bound"]["max"], output
+    assert "bcrypt flat out (sqlite's rounds" in result.stdout, output
     assert data["meta"]["machine"]["cores"] >= 1
     assert data["meta"]["command"] and data["meta"]["date"]
     assert (out / "chart.png").read_bytes().startswith(b"\x89PNG")
     assert "this/Flask" in result.stdout and "this/ceiling" in result.stdout
     _assert_mfa_figures(data["mfa"], output)
     assert "POST /auth/mfa/challenge" in result.stdout
+
+
+def test_bcrypt_flat_out_counts_the_window_and_refuses_a_late_start(monkeypatch) -> None:
+    """bench/hashing.py: hashes completed inside the window by each process; a process
+    that starts after the window opened would undercount, so the figure is refused."""
+    assert hashing.flat_out(4, 0.3, processes=2) > 0
+    monkeypatch.setattr(hashing, "START_AFTER_S", -1.0)  # the window opened a second ago
+    with pytest.raises(BenchError, match="started hashing 1.*s late"):
+        hashing.flat_out(4, 0.3, processes=2)
 
 
 def _run_bench_module(module: str, *options: str) -> str:
@@ -230,6 +247,7 @@ def test_bench_floor_splits_a_login_load_and_prints_every_floor(serving, hashing
     )
     assert set(shares) == {
         "of the bound",
+        "of flat out",
         "hashes",
         "hashing rest",
         "workers rest",
@@ -237,6 +255,6 @@ def test_bench_floor_splits_a_login_load_and_prints_every_floor(serving, hashing
         "steal",
         "idle",
     }, line
-    assert shares["of the bound"] > 0 and shares["hashes"] > 0, line
+    assert shares["of the bound"] > 0 and shares["of flat out"] > 0 and shares["hashes"] > 0, line
     assert "median: sqlite CPU per GET /auth/me" in out, out
-    assert "median: bcrypt on one thread per core" in out, out
+    assert "median: bcrypt flat out, a process per core" in out, out
