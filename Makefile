@@ -95,7 +95,7 @@ bench-mfa: $(BIN)/.runtime $(BENCH_VENV)/.installed
 bench-loop-stall: $(BIN)/.runtime
 	$(PY) -m bench.loop_stall $(BENCH_ARGS)
 
-## bench-floor: where the floors are: bcrypt on a thread per core with no HTTP (login's
+## bench-floor: where the floors are: bcrypt flat out, a process per core with no server (login's
 ## ceiling), where a login load's CPU goes, the CPU of a token check (and one read's parts)
 bench-floor: $(BIN)/.runtime
 	$(PY) -m bench.floor $(BENCH_ARGS)
