@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import pytest
 
-from quart_auth_api.models import MfaChallenge
+from quart_auth_api import extensions
+from quart_auth_api.models import AuthSession, MfaChallenge
 from settings import Settings
 from tests.helpers.http import PASSWORD, bearer, claims_of, problem, register
-from tests.helpers.mfa import challenge, code, enrol, mfa_token, rows
+from tests.helpers.mfa import challenge, code, enrol, mfa_token, rows, start_enrolment
 
 pytestmark = pytest.mark.usefixtures("mfa_clock")
 
@@ -36,6 +37,35 @@ async def test_login_asks_for_the_code_and_opens_no_session(app, client, account
     assert (body["mfa_required"], body["expires_in"]) == (True, 300)
     assert response.headers["Cache-Control"] == "no-store"
     assert await live_sessions(client, factor.access_token) == before
+    assert await rows(app, MfaChallenge) == 1
+
+
+async def test_a_factor_confirmed_during_the_password_check_gets_the_challenge(
+    app, client, account, mfa_clock, monkeypatch
+):
+    """The login's session insert itself requires that no confirmed factor guards the
+    account (no read of its own before it): a factor confirmed between the password
+    check and the insert answers with the challenge and opens no password-only session."""
+    started = await start_enrolment(client, account.auth)
+    hasher = extensions.hasher(app)
+    original = hasher.verify
+
+    async def verify_then_confirm(password: str, hashed: str | None) -> bool:
+        result = await original(password, hashed)
+        proof = {"factor_id": started["factor_id"], "code": code(started["secret"], mfa_clock)}
+        confirmed = await client.post("/auth/mfa/totp/verify", headers=account.auth, json=proof)
+        assert confirmed.status_code == 200, await confirmed.get_data(as_text=True)
+        return result
+
+    monkeypatch.setattr(hasher, "verify", verify_then_confirm)
+    before = await rows(app, AuthSession)
+
+    response = await client.post("/auth/login", json={"email": account.email, "password": PASSWORD})
+
+    body = await response.get_json()
+    assert response.status_code == 200, body
+    assert body["mfa_required"] is True and "access_token" not in body, body
+    assert await rows(app, AuthSession) == before
     assert await rows(app, MfaChallenge) == 1
 
 

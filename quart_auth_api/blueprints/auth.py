@@ -6,7 +6,7 @@ from quart import Blueprint
 from quart_schema import tag_blueprint, validate_request, validate_response
 
 from .. import extensions
-from ..audit import audit
+from ..audit import account_ref, audit
 from ..client import Client
 from ..db import get_db
 from ..docs import documents_errors
@@ -107,16 +107,19 @@ async def login(data: LoginIn) -> LoginOut:
         password=data.password,
         require_verified=extensions.settings().email_verification == "mandatory",
     )
-    if await mfa.factor_committed(user_id=user.id):
-        mfa_token = await mfa.open_challenge(db, user=user)
-        audit("mfa_challenge_issued", user=user.public_id)
-        expires_in = int(mfa.CHALLENGE_LIFETIME.total_seconds())
-        return LoginOut(MfaRequiredOut(mfa_token=mfa_token, expires_in=expires_in))
     lifetime = extensions.token_rules().refresh_ttl
     session_id = await open_checked_session(
         user=user, client=Client.of_request(), lifetime=lifetime
     )
-    return LoginOut(issue_tokens(user, session_id, generation=0, fresh=True, event="login_ok"))
+    if session_id is not None:
+        return LoginOut(issue_tokens(user, session_id, generation=0, fresh=True, event="login_ok"))
+    # no session: a second factor guards the account, or the credentials changed meanwhile
+    if not await mfa.factor_committed(user_id=user.id):
+        raise InvalidCredentials(account=account_ref(user.email))
+    mfa_token = await mfa.open_challenge(db, user=user)
+    audit("mfa_challenge_issued", user=user.public_id)
+    expires_in = int(mfa.CHALLENGE_LIFETIME.total_seconds())
+    return LoginOut(MfaRequiredOut(mfa_token=mfa_token, expires_in=expires_in))
 
 
 @bp.post("/refresh")

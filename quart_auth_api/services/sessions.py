@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, insert, literal, or_, select, update
+from sqlalchemy import bindparam, delete, exists, func, insert, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -16,7 +16,7 @@ from ..client import Client
 from ..crypto.tokens import assurance_level
 from ..db import delete_batch, read_one, write
 from ..errors import EmailTaken, InvalidCredentials, RefreshTokenReused, TokenRevoked
-from ..models import AuthSession, MfaChallenge, User, utcnow
+from ..models import AuthSession, MfaChallenge, TotpFactor, User, utcnow
 
 MAX_USER_AGENT = 512
 
@@ -107,10 +107,10 @@ def _new_session(client: Client, lifetime: timedelta, amr: tuple[str, ...]) -> d
 
 
 _NEW_SESSION_COLUMNS = ("id", "created_at", "last_used_at", "expires_at", "user_agent", "ip", "amr")
-#: A password login's session in one statement: inserted only while the checked hash and
-#: the address are still the user's and the user active, that row read under a share lock
-#: on PostgreSQL (a reset's UPDATE waits for this commit, then revokes the session; or this
-#: waits for the reset's and finds the new hash). SQLite has one writer at a time.
+#: A password login's session in one statement: only while the checked hash and the address
+#: are still the user's, the user active and no confirmed factor guards the account, that
+#: row read under a share lock on PostgreSQL (a reset's UPDATE waits for this commit, then
+#: revokes the session; or this waits for the reset's and finds the new hash).
 OPEN_CHECKED = insert(AuthSession).from_select(
     ["user_id", "generation", *_NEW_SESSION_COLUMNS],
     select(
@@ -126,20 +126,20 @@ OPEN_CHECKED = insert(AuthSession).from_select(
         User.is_active.is_(True),
         User.password_hash == bindparam("checked_hash"),
         User.email == bindparam("email"),  # an e-mail change revokes sessions too
+        ~exists().where(TotpFactor.user_id == User.id, TotpFactor.confirmed_at.is_not(None)),
     )
     .with_for_update(read=True),
 )
 
 
-async def open_checked_session(*, user: User, client: Client, lifetime: timedelta) -> uuid.UUID:
-    """`open_session` with `checked_hash` for a password login, as one statement on the
-    driver (its own transaction); the session's id, or `InvalidCredentials`."""
+async def open_checked_session(
+    *, user: User, client: Client, lifetime: timedelta
+) -> uuid.UUID | None:
+    """`open_session` with `checked_hash`, one statement on the driver: the session's id, or
+    None if a factor guards the account or the credentials changed (the caller tells which)."""
     values = _new_session(client, lifetime, ("pwd",))
     checked = {"user_id": user.id, "checked_hash": user.password_hash, "email": user.email}
-    if not await write(OPEN_CHECKED, {**values, **checked}):
-        raise InvalidCredentials(account=account_ref(user.email))
-    session_id: uuid.UUID = values["id"]
-    return session_id
+    return values["id"] if await write(OPEN_CHECKED, {**values, **checked}) else None
 
 
 #: The per-request check, built once: the session is neither revoked nor expired and
