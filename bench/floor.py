@@ -21,8 +21,9 @@ of a token check.
    16 connections for `--seconds`, the CPU seconds its workers and, on PostgreSQL, the
    server's backends used, divided by the answers.
 4. **One PostgreSQL read, in-process**: the worker's CPU for the guard's read
-   (`statements.PostgresStatements.one`), and for its parts: asyncpg's `fetch` on a held
-   connection and the pool's checkout and check-in, each averaged over 3,000 calls.
+   (`statements_postgres.PostgresStatements.one`), and for its parts: asyncpg's `fetch` on a held
+   connection and the pool's checkout and check-in, each averaged over 3,000 calls; and
+   per read when 8 start at once (they go out together: `statements_postgres.Batcher`).
 
 Each figure is measured `--rounds` times (interleaved across the backends) and printed
 per round and as the median. A benchmark, never a test: nothing here is asserted.
@@ -57,6 +58,7 @@ from quart_auth_api.services.sessions import LIVE_SESSION
 from settings import Settings
 
 CALLS = 3000
+TOGETHER = 8  # reads started at once: what one worker of 2 holds under 16 connections
 COST = 12  # bcrypt's, as in production
 
 
@@ -156,14 +158,23 @@ async def postgres_read_parts(url: str) -> dict[str, float]:
     async def read() -> None:
         await statements.one(LIVE_SESSION, values)
 
+    async def together() -> None:
+        await asyncio.gather(*(statements.one(LIVE_SESSION, values) for _ in range(TOGETHER)))
+
     parts = {}
-    for name, call in (("fetch", fetch), ("checkout", checkout_and_check_in), ("read", read)):
-        for _ in range(200):
+    calls = (
+        ("fetch", fetch, 1),
+        ("checkout", checkout_and_check_in, 1),
+        ("read", read, 1),
+        (f"read, {TOGETHER} at once (per read)", together, TOGETHER),
+    )
+    for name, call, reads in calls:
+        for _ in range(200 // reads):
             await call()
         started = time.process_time()
-        for _ in range(CALLS):
+        for _ in range(CALLS // reads):
             await call()
-        parts[name] = (time.process_time() - started) / CALLS * 1e6
+        parts[name] = (time.process_time() - started) / (CALLS // reads * reads) * 1e6
     await greenlet_spawn(held.close)
     await database.close()
     return parts

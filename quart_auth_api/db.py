@@ -42,7 +42,8 @@ from settings import INSTANCE_DIR, Settings
 
 from . import extensions
 from .extensions import Slot
-from .statements import PostgresStatements, SqliteStatements
+from .statements import SqliteStatements
+from .statements_postgres import PostgresStatements
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 #: Milliseconds PostgreSQL keeps a session idle inside a transaction before ending it.
@@ -72,8 +73,6 @@ class Database:
     direct: AsyncEngine
     #: The hot path's statements, each compiled once and run on the driver.
     statements: SqliteStatements | PostgresStatements = field(repr=False)
-    #: Seconds the token check may take on PostgreSQL, connecting included.
-    check_timeout: float = 2.0
 
     async def close(self) -> None:
         self.statements.close()
@@ -190,26 +189,22 @@ def open_database(settings: Settings) -> Database:
         engine,
         sessions,
         direct,
-        PostgresStatements(engine),
-        check_timeout=settings.db_check_timeout.total_seconds(),
+        PostgresStatements(engine, deadline=settings.db_check_timeout.total_seconds()),
     )
 
 
 async def read_one(select: AnySelect, parameters: Mapping[str, Any]) -> Any | None:
     """The one row (attributes named as the columns) `select` finds, or None: on the
-    driver itself, without SQLAlchemy's execution (`statements.py`).
+    driver itself, without SQLAlchemy's execution (`statements.py`, `statements_postgres.py`).
 
     When the connection turns out to be dead, e.g. after PostgreSQL restarted, it is
     discarded with every pooled connection as old as it, and the read runs once more on
     a new one instead of failing the request. On PostgreSQL all of it, getting a
     connection and the retry included, has DB_CHECK_TIMEOUT: a partition answers 503 at
-    once instead of holding the request.
+    once instead of holding the request; reads of the same statement that arrive while
+    one is on its way go out together when it is back (`statements_postgres.Batcher`).
     """
-    database = DATABASE.get()
-    if isinstance(database.statements, SqliteStatements):
-        return await database.statements.one(select, parameters)
-    async with asyncio.timeout(database.check_timeout):  # one bound, the retry included
-        return await database.statements.one(select, parameters)
+    return await DATABASE.get().statements.one(select, parameters)
 
 
 async def write(statement: UpdateBase, parameters: Mapping[str, Any]) -> int:

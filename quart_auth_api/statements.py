@@ -12,11 +12,7 @@ conversions, and what runs per request is the driver's call.
   waits as every other connection does. `bench/loop_stall.py` measures how long the loop
   is held under concurrent writes.
 - **SQLite, writes**: in aiosqlite's thread, one call that is its own transaction.
-- **PostgreSQL, reads**: asyncpg's `fetch` on a connection of SQLAlchemy's pool (asyncpg
-  prepares the statement once per connection). A connection found dead (PostgreSQL
-  restarted, a failover) is discarded with every pooled connection as old as it, as
-  SQLAlchemy does, and the read runs once more on a new one; one cut short by the
-  deadline is terminated, never reused.
+- **PostgreSQL, reads**: `statements_postgres.py`.
 """
 
 from __future__ import annotations
@@ -37,9 +33,6 @@ from sqlalchemy.util import greenlet_spawn
 #: SQLite's primary result codes for "try later" (extended codes keep them in the low
 #: byte): busy, locked, and the WAL's "protocol" (a read that kept losing a race).
 TRY_LATER = frozenset({5, 6, 15})
-#: SQLSTATE classes of a connection that is gone: connection exceptions (08), and the
-#: server shutting down or restarting (57P01-57P03).
-DEAD_CONNECTION_SQLSTATES = ("08", "57P01", "57P02", "57P03")
 
 
 class Compiled:
@@ -209,59 +202,6 @@ def _open_reader(path: str) -> sqlite3.Connection:
         reader.close()
         raise
     return reader
-
-
-class _DeadConnection(Exception):
-    """The pooled connection turned out to be gone (and is now discarded)."""
-
-
-class PostgresStatements(Statements):
-    """Reads with asyncpg's own `fetch` on a connection of SQLAlchemy's pool."""
-
-    async def one(self, statement: Executable, values: Mapping[str, Any]) -> Any | None:
-        compiled = self.compiled(statement)
-        parameters = compiled.parameters(values)
-        try:
-            return compiled.one(await self._fetch(compiled.sql, parameters))
-        except _DeadConnection:
-            pass
-        try:
-            return compiled.one(await self._fetch(compiled.sql, parameters))
-        except _DeadConnection as dead:  # a new connection, dead too: the database is down
-            raise OperationalError(
-                compiled.sql, None, dead.__cause__ or dead, connection_invalidated=True
-            ) from None
-
-    async def _fetch(self, sql: str, parameters: list[Any]) -> list[Any]:
-        connection = await self.checkout()
-        driver: Any = connection.driver_connection  # asyncpg.Connection
-        try:
-            return list(await driver.fetch(sql, *parameters))
-        except (TimeoutError, asyncio.CancelledError):
-            # cut short, it may still be answered: close the socket now and never reuse it
-            driver.terminate()
-            connection.invalidate()
-            raise
-        except Exception as error:
-            if driver.is_closed() or _means_dead(error):
-                # what SQLAlchemy does on a disconnect: this one and every pooled
-                # connection as old as it are replaced
-                self.engine.sync_engine.pool._invalidate(connection, error)  # noqa: SLF001
-                raise _DeadConnection() from error
-            # SQLAlchemy's class by the driver's error's name (InterfaceError, …), as its
-            # own path raises it
-            raise DBAPIError.instance(
-                sql, None, error, Exception, dialect=self.engine.dialect
-            ) from None
-        finally:
-            await greenlet_spawn(connection.close)  # back to the pool
-
-
-def _means_dead(error: Exception) -> bool:
-    if isinstance(error, OSError):
-        return True
-    sqlstate = getattr(error, "sqlstate", None)
-    return isinstance(sqlstate, str) and sqlstate.startswith(DEAD_CONNECTION_SQLSTATES)
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:

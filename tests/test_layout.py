@@ -45,6 +45,7 @@ LAYERS: list[set[str]] = [
     {"errors"},
     {"audit"},
     {"client", "db", "metrics"},
+    {"statements_postgres"},
     {"extensions", "_version", "statements"},
     {"crypto.tokens"},
     {"crypto.keys", "crypto.passwords", "crypto.digests", "crypto.totp", "crypto.sealing"},
