@@ -12,11 +12,12 @@ database after its request arrived.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import re
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Executable
+from sqlalchemy import ARRAY, Executable
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.util import greenlet_spawn
@@ -104,6 +105,14 @@ def _fail(reads: list[Read], error: BaseException) -> None:
             future.cancel()
         else:
             future.set_exception(error)
+            future.exception()  # seen: a waiter cancelled before it wakes logs nothing
+
+
+def _refused_value(error: DBAPIError) -> bool:
+    """The database refused a value (SQLSTATE class 22, data exception), not a
+    connection or the server: one read's parameters, which alone would fail."""
+    sqlstate = getattr(error.orig, "sqlstate", None)
+    return isinstance(sqlstate, str) and sqlstate.startswith("22")
 
 
 class Batcher:
@@ -112,16 +121,20 @@ class Batcher:
     A read that finds none of its statement's on the way goes out at once, alone, as
     the statement itself (in its request's task, as it would without batching). Reads
     that arrive meanwhile wait for it to come back and then go out together, as one
-    statement that runs the original once per read
-    (`batched_sql`: a LATERAL join over the reads' parameters, each read's own rows
-    told apart by their ordinal). So every read still runs in the database after its
-    request arrived (nothing is cached: a revocation committed before a request is seen
-    by its read), and under load one round trip, one connection checkout and one
-    wake-up of the loop serve every read that queued during the last one.
+    statement that runs the original once per read (`batched_sql`: a LATERAL join over
+    the reads' parameters, each read's own rows told apart by their ordinal). So every
+    read still runs in the database after its request arrived (nothing is cached: a
+    revocation committed before a request is seen by its read), and under load one
+    round trip, one connection checkout and one wake-up of the loop serve every read
+    that queued during the last one. When the database refuses one read's value (a
+    data exception), the reads are run again one by one, so only that one fails.
 
     Reads that went out together do so from a task of their own: a request that stops
-    waiting (its client gone, its deadline passed) takes its read out and cuts nobody
-    else's short."""
+    waiting (its client gone, its deadline passed) before its read goes out is left
+    out, and none cuts another's short. A read waits for at most one round trip before
+    it goes out, and DB_CHECK_TIMEOUT covers both: when one read takes the database over
+    half of it, the reads queued behind it answer 503 where each on a connection of its
+    own might have made it in time."""
 
     def __init__(self, statements: PostgresStatements, compiled: Compiled) -> None:
         self.statements = statements
@@ -145,8 +158,9 @@ class Batcher:
             self._send_the_waiting()
 
     def _send_the_waiting(self) -> None:
-        if self.waiting:
-            self.sender = asyncio.ensure_future(self._send())
+        if self.waiting:  # in a context of its own, not the request's that happened to end
+            loop = asyncio.get_running_loop()
+            self.sender = loop.create_task(self._send(), context=contextvars.Context())
         else:
             self.busy = False
 
@@ -172,10 +186,9 @@ class Batcher:
                 else:
                     rows = await self._together(together, reads)
         except DBAPIError as error:
-            if len(reads) > 1 and not error.connection_invalidated:
-                # one read's values may be what the database refused: each alone, anew
+            if len(reads) > 1 and _refused_value(error):  # whose? each alone, anew
                 return await self._one_by_one(reads)
-            _fail(reads, error)
+            _fail(reads, error)  # the server, the connection: every read alike
             return None
         except BaseException as error:  # the deadline, or cancelled: the loop is closing
             _fail(reads, error)
@@ -189,38 +202,51 @@ class Batcher:
 
     async def _one_by_one(self, reads: list[Read]) -> None:
         for read in reads:
-            await self._round_trip([read])
+            if not read[1].done():  # its request may have stopped waiting meanwhile
+                await self._round_trip([read])
 
     async def _together(self, sql: str, reads: list[Read]) -> list[list[Any]]:
         """Each read's rows, from one statement over the reads' parameters as arrays."""
         arrays = [list(values) for values in zip(*(read[0] for read in reads), strict=True)]
         rows: list[list[Any]] = [[] for _ in reads]
         for row in await self.statements.fetch(sql, arrays):
-            rows[row[0] - 1].append(tuple(row)[1:])  # b.n, the read's ordinal, from 1
+            rows[row[0] - 1].append(tuple(row)[1:])  # the read's ordinal, from 1
         return rows
 
 
 def batched_sql(compiled: Compiled, dialect: Any) -> str | None:
-    """`compiled`'s statement run once for each row of parameter arrays, in one statement:
-    `SELECT b.n, q.* FROM unnest($1::T1[], …) WITH ORDINALITY AS b(p1, …, n) CROSS JOIN
-    LATERAL (<the statement with $k read from b.pk>) AS q`, ordered as the arrays. None
-    for a statement without parameters, or with one whose type it does not give (the
-    arrays need it): its reads go out one by one."""
-    binds = [compiled.compiled.binds[name] for name in compiled.compiled.positiontup or ()]
-    if not binds or any(bind.type._isnull for bind in binds):  # noqa: SLF001
+    """`compiled`'s statement run once for each row of parameter arrays, in one statement,
+    its rows ordered as the arrays:
+
+        SELECT qaa_reads.n, qaa_read.* FROM unnest($1::T1[], …) WITH ORDINALITY
+        AS qaa_reads(p1, …, n) CROSS JOIN LATERAL (<the statement, $k::Tk read as
+        qaa_reads.pk::Tk>) AS qaa_read
+
+    Each array has the type of its parameter's cast in the statement (SQLAlchemy's own
+    `render_bind_cast`, so `VARCHAR` without a length, which would cut a longer value:
+    the batch finds what the statement alone finds). None, and the reads go out one by
+    one, for a statement without parameters, or with one that it does not cast (its
+    type left to the server) or that is an array itself (`unnest` would flatten it)."""
+    casts = []
+    for name in compiled.compiled.positiontup or ():
+        kind = compiled.compiled.binds[name].type
+        impl = kind._unwrapped_dialect_impl(dialect)  # noqa: SLF001  (as the compiler does)
+        if kind._isnull or not impl.render_bind_cast or isinstance(impl, ARRAY):  # noqa: SLF001
+            return None
+        casts.append(compiled.compiled.render_bind_cast(kind, impl, ""))  # "::VARCHAR"
+    inner, found = _PLACEHOLDER.subn(r"qaa_reads.p\1::", compiled.sql)
+    if not casts or found != len(casts):  # every parameter once, each with its cast
         return None
-    types = [bind.type.compile(dialect=dialect) for bind in binds]
-    arrays = ", ".join(f"${k}::{kind}[]" for k, kind in enumerate(types, 1))
-    columns = ", ".join(f"p{k}" for k in range(1, len(binds) + 1))
-    inner = _PLACEHOLDER.sub(r"b.p\1", compiled.sql)
-    return (  # built from a compiled statement and its types, never from a value
-        f"SELECT b.n, q.* FROM unnest({arrays}) WITH ORDINALITY AS b({columns}, n)"  # noqa: S608
-        f" CROSS JOIN LATERAL ({inner}) AS q"
+    arrays = ", ".join(f"${k}{cast}[]" for k, cast in enumerate(casts, 1))
+    columns = ", ".join(f"p{k}" for k in range(1, len(casts) + 1))
+    return (  # built from a compiled statement and its casts, never from a value
+        f"SELECT qaa_reads.n, qaa_read.* FROM unnest({arrays}) WITH ORDINALITY"  # noqa: S608
+        f" AS qaa_reads({columns}, n) CROSS JOIN LATERAL ({inner}) AS qaa_read"
     )
 
 
-#: asyncpg's positional placeholders; a compiled statement has no literal that holds one.
-_PLACEHOLDER = re.compile(r"\$(\d+)\b")
+#: asyncpg's positional placeholders, each with the cast SQLAlchemy renders after it.
+_PLACEHOLDER = re.compile(r"\$(\d+)::")
 
 
 def _means_dead(error: Exception) -> bool:
