@@ -9,6 +9,8 @@ import asyncio
 import contextlib
 import time
 import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import pytest
 from sqlalchemy import (
@@ -31,7 +33,7 @@ from quart_auth_api.models import AuthSession, utcnow
 from quart_auth_api.services.accounts import USER_BY_EMAIL
 from quart_auth_api.services.sessions import load_live_session
 from settings import Settings
-from tests.helpers.http import bearer, claims_of, problem, register
+from tests.helpers.http import Account, bearer, claims_of, problem, register
 from tests.helpers.processes import TEST_DATABASE_URL
 
 
@@ -62,6 +64,35 @@ class RoundTrips:
             return rows
 
         monkeypatch.setattr(statements, "fetch", counted)
+
+
+@dataclass
+class OnItsWay:
+    """A check of a new account's session on its way: the database has answered it, and
+    the answer is held until `trips.release` is set."""
+
+    trips: RoundTrips
+    account: Account
+    sid: uuid.UUID
+    sub: uuid.UUID
+    first: asyncio.Task
+
+    def check(self) -> asyncio.Task:
+        """One more check of that session, started now (it queues behind the first)."""
+        return asyncio.create_task(load_live_session(session_id=self.sid, user_public_id=self.sub))
+
+
+@contextlib.asynccontextmanager
+async def a_check_on_its_way(app, client, monkeypatch) -> AsyncIterator[OnItsWay]:
+    account = await register(client)
+    claims = claims_of(account.access_token)
+    sid, sub = uuid.UUID(claims["sid"]), uuid.UUID(claims["sub"])
+    trips = RoundTrips(app, monkeypatch)
+    trips.release.clear()
+    async with app.app_context():
+        first = asyncio.create_task(load_live_session(session_id=sid, user_public_id=sub))
+        await trips.answered.wait()
+        yield OnItsWay(trips, account, sid, sub, first)
 
 
 async def revoke(app, sid: uuid.UUID) -> None:
@@ -111,25 +142,17 @@ async def test_a_read_queued_behind_a_round_trip_sees_what_was_committed_before_
     answered: live), the session is revoked, and then the same check starts again. It
     waits for the first to come back, and still reads the database itself: it finds
     the revocation (a check never gets an answer read before its request arrived)."""
-    account = await register(client)
-    claims = claims_of(account.access_token)
-    sid, sub = uuid.UUID(claims["sid"]), uuid.UUID(claims["sub"])
-    trips = RoundTrips(app, monkeypatch)
-    trips.release.clear()
-    async with app.app_context():
-        first = asyncio.create_task(load_live_session(session_id=sid, user_public_id=sub))
-        await trips.answered.wait()
-        await revoke(app, sid)
-        second = asyncio.create_task(load_live_session(session_id=sid, user_public_id=sub))
-        third = asyncio.create_task(load_live_session(session_id=sid, user_public_id=sub))
+    async with a_check_on_its_way(app, client, monkeypatch) as held:
+        await revoke(app, held.sid)
+        second, third = held.check(), held.check()
         await asyncio.sleep(0.05)
-        assert not second.done() and trips.sizes == [1]  # queued behind the first
-        trips.release.set()
-        found = await asyncio.gather(first, second, third)
-    assert found[0] is not None and found[0].session_id == sid
+        assert not second.done() and held.trips.sizes == [1]  # queued behind the first
+        held.trips.release.set()
+        found = await asyncio.gather(held.first, second, third)
+    assert found[0] is not None and found[0].session_id == held.sid
     assert found[1:] == [None, None]
-    assert trips.sizes == [1, 2]
-    response = await client.get("/auth/me", headers=bearer(account.access_token))
+    assert held.trips.sizes == [1, 2]
+    response = await client.get("/auth/me", headers=bearer(held.account.access_token))
     await problem(response, 401, "token_revoked")
 
 
@@ -138,25 +161,16 @@ async def test_a_check_that_stops_waiting_cuts_no_other_short(app, client, monke
     """PostgreSQL: of four checks queued behind a round trip, one is cancelled (its
     client gone): it is left out of the next round trip, and the other three, and the
     one on its way, get their answers."""
-    account = await register(client)
-    claims = claims_of(account.access_token)
-    sid, sub = uuid.UUID(claims["sid"]), uuid.UUID(claims["sub"])
-    trips = RoundTrips(app, monkeypatch)
-    trips.release.clear()
-    async with app.app_context():
-        first = asyncio.create_task(load_live_session(session_id=sid, user_public_id=sub))
-        await trips.answered.wait()
-        queued = [
-            asyncio.create_task(load_live_session(session_id=sid, user_public_id=sub))
-            for _ in range(4)
-        ]
+    async with a_check_on_its_way(app, client, monkeypatch) as held:
+        queued = [held.check() for _ in range(4)]
         await asyncio.sleep(0)
         queued[1].cancel()
-        trips.release.set()
-        found = await asyncio.gather(first, *queued, return_exceptions=True)
+        held.trips.release.set()
+        found = await asyncio.gather(held.first, *queued, return_exceptions=True)
     assert isinstance(found[2], asyncio.CancelledError)
-    assert all(getattr(live, "session_id", None) == sid for live in found[:2] + found[3:])
-    assert trips.sizes == [1, 3]
+    live = found[:2] + found[3:]
+    assert all(getattr(one, "session_id", None) == held.sid for one in live)
+    assert held.trips.sizes == [1, 3]
 
 
 @postgresql_only
@@ -213,26 +227,16 @@ async def test_an_error_of_the_server_fails_every_read_of_the_trip_at_once(app, 
 async def test_reads_queued_behind_a_read_that_stops_waiting_still_go_out(app, client, monkeypatch):
     """PostgreSQL: the read on its way is cancelled (its client gone) while two wait
     behind it: they go out together all the same and get their answers."""
-    account = await register(client)
-    claims = claims_of(account.access_token)
-    sid, sub = uuid.UUID(claims["sid"]), uuid.UUID(claims["sub"])
-    trips = RoundTrips(app, monkeypatch)
-    trips.release.clear()
-    async with app.app_context():
-        first = asyncio.create_task(load_live_session(session_id=sid, user_public_id=sub))
-        await trips.answered.wait()
-        queued = [
-            asyncio.create_task(load_live_session(session_id=sid, user_public_id=sub))
-            for _ in range(2)
-        ]
+    async with a_check_on_its_way(app, client, monkeypatch) as held:
+        queued = [held.check() for _ in range(2)]
         await asyncio.sleep(0)
-        first.cancel()
+        held.first.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await first
-        trips.release.set()
+            await held.first
+        held.trips.release.set()
         found = await asyncio.gather(*queued)
-    assert [live.session_id for live in found] == [sid, sid]
-    assert trips.sizes == [1, 2]
+    assert [live.session_id for live in found] == [held.sid, held.sid]
+    assert held.trips.sizes == [1, 2]
 
 
 @postgresql_only
