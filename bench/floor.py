@@ -18,8 +18,8 @@ of a token check.
    workers (wrk, the database server, the kernel, other tenants: the steal time).
 3. **CPU per `GET /auth/me`**, per backend: the service (production settings, 16 seeded
    users, `--workers` workers (2) hashing on `--bcrypt-threads` threads each) under wrk at
-   16 connections for `--seconds`, the CPU seconds its workers and, on PostgreSQL, the
-   server's backends used, divided by the answers.
+   16 connections for `--seconds`, the CPU seconds its workers (and of them, in the
+   kernel) and, on PostgreSQL, the server's backends used, divided by the answers.
 4. **One PostgreSQL read, in-process**: the worker's CPU for the guard's read
    (`statements_postgres.PostgresStatements.one`), and for its parts: asyncpg's `fetch` on a held
    connection and the pool's checkout and check-in, each averaged over 3,000 calls; and
@@ -119,26 +119,34 @@ def postgres_pids() -> list[int]:
     return [p.pid for p in psutil.process_iter(["name"]) if (p.info["name"] or "") == "postgres"]
 
 
+def kernel_split(pids: list[int]) -> dict[int, tuple[float, float]]:
+    """CPU seconds so far of each of `pids`: (user, system)."""
+    return {pid: tuple(psutil.Process(pid).cpu_times()[:2]) for pid in pids}  # type: ignore[misc]
+
+
 def cpu_per_request(
     server: Any, wrk: Wrk, lines: Path, seconds: float, backend: str
 ) -> tuple[str, float, float]:
-    """The line to print, and the CPU µs per request of the workers and of PostgreSQL."""
+    """The line to print, and the CPU µs per request of the workers, of PostgreSQL, and
+    of the workers' in the kernel."""
     load = Load(script="me", connections=16, duration=seconds, threads=1, lines=lines)
     # first a short load: every pooled connection (and its server backend) is open
     wrk.run(server.base_url, Load(script="me", connections=16, duration=3, threads=1, lines=lines))
     workers = server.worker_pids()
     database = postgres_pids() if backend == "postgresql" else []
-    before, before_db = cpu_seconds(workers), cpu_seconds(database)
+    before, before_db = kernel_split(workers), cpu_seconds(database)
     result = wrk.run(server.base_url, load)
-    after, after_db = cpu_seconds(workers), cpu_seconds(database)
+    after, after_db = kernel_split(workers), cpu_seconds(database)
     answers = result.rps * seconds
-    used = sum(after[p] - before[p] for p in workers)
+    user, system = (sum(after[p][i] - before[p][i] for p in workers) for i in (0, 1))
     used_db = sum(after_db[p] - before_db[p] for p in database if p in after_db)
-    mine, theirs = used / answers * 1e6, used_db / answers * 1e6
+    mine, theirs = (user + system) / answers * 1e6, used_db / answers * 1e6
+    kernel = system / answers * 1e6
     line = f"{result.rps:6.0f} req/s; per request the workers {mine:5.0f} µs CPU"
+    line += f" (in the kernel {kernel:.0f})"
     if backend == "postgresql":
         line += f", PostgreSQL's backends {theirs:4.0f} µs"
-    return line, mine, theirs
+    return line, mine, theirs, kernel
 
 
 async def postgres_read_parts(url: str) -> dict[str, float]:
@@ -242,8 +250,8 @@ def main() -> None:
                 )
                 rows.setdefault(f"{backend} login", []).append(shares)
                 print(f"  {backend:10} POST /auth/login: {measured}")
-                measured, mine, theirs = cpu_per_request(server, wrk, lines, args.seconds, backend)
-                rows.setdefault(backend, []).append((mine, theirs))
+                measured, *cpu = cpu_per_request(server, wrk, lines, args.seconds, backend)
+                rows.setdefault(backend, []).append(cpu)
                 print(f"  {backend:10} GET /auth/me: {measured}")
                 if backend == "postgresql":
                     parts = asyncio.run(postgres_read_parts(url))
@@ -253,9 +261,11 @@ def main() -> None:
                         + ", ".join(f"{k} {v:.0f} µs" for k, v in parts.items())
                     )
     for backend in backends:
-        mine = statistics.median(m for m, _ in rows[backend])
-        theirs = statistics.median(t for _, t in rows[backend])
-        print(f"median: {backend} CPU per GET /auth/me: workers {mine:.0f} µs, db {theirs:.0f} µs")
+        mine, theirs, kernel = (statistics.median(r[i] for r in rows[backend]) for i in range(3))
+        print(
+            f"median: {backend} CPU per GET /auth/me: workers {mine:.0f} µs (in the kernel "
+            f"{kernel:.0f} µs), db {theirs:.0f} µs"
+        )
         logins = rows[f"{backend} login"]
         print(
             f"median: {backend} a login load's cores: "
