@@ -176,15 +176,15 @@ class Batcher:
             self.sender = None
 
     async def _round_trip(self, reads: list[Read]) -> None:
-        together = self.batched_sql if len(reads) > 1 else self.sql
-        if together is None:
+        sql = self.batched_sql if len(reads) > 1 else self.sql
+        if sql is None:  # reads of a statement that cannot go out together
             return await self._one_by_one(reads)
         try:
             async with asyncio.timeout(self.statements.deadline):
                 if len(reads) == 1:
-                    rows = [await self.statements.fetch(together, reads[0][0])]
+                    rows = [await self.statements.fetch(sql, reads[0][0])]
                 else:
-                    rows = await self._together(together, reads)
+                    rows = await self._together(sql, reads)
         except DBAPIError as error:
             if len(reads) > 1 and _refused_value(error):  # whose? each alone, anew
                 return await self._one_by_one(reads)
