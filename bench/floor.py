@@ -21,9 +21,10 @@ of a token check.
    16 connections for `--seconds`, the CPU seconds its workers (and of them, in the
    kernel) and, on PostgreSQL, the server's backends used, divided by the answers.
 4. **One PostgreSQL read, in-process**: the worker's CPU for the guard's read
-   (`statements_postgres.PostgresStatements.one`), and for its parts: asyncpg's `fetch` on a held
-   connection and the pool's checkout and check-in, each averaged over 3,000 calls; and
-   per read when 8 start at once (they go out together: `statements_postgres.Batcher`).
+   (`statements_postgres.PostgresStatements.one`), and for its parts: asyncpg's `fetch`
+   on a held connection and the pool's checkout and check-in, each averaged over 3,000
+   calls; and per read when 8 start at once (they go out together:
+   `statements_postgres.Batcher`).
 
 Each figure is measured `--rounds` times (interleaved across the backends) and printed
 per round and as the median. A benchmark, never a test: nothing here is asserted.
@@ -49,7 +50,7 @@ from sqlalchemy.util import greenlet_spawn
 from bench import hashing
 from bench.common import PROJECT_ROOT
 from bench.harness import Postgres, Sides, fresh_database, service_variables, start_server
-from bench.load import Load, Wrk, cpu_seconds, ensure_wrk, machine_cpu
+from bench.load import Load, Wrk, cpu_seconds, cpu_times, ensure_wrk, machine_cpu
 from bench.seed import seed_users, write_lines
 from quart_auth_api.crypto.passwords import HASHING_NICENESS
 from quart_auth_api.db import open_database
@@ -119,11 +120,6 @@ def postgres_pids() -> list[int]:
     return [p.pid for p in psutil.process_iter(["name"]) if (p.info["name"] or "") == "postgres"]
 
 
-def kernel_split(pids: list[int]) -> dict[int, tuple[float, float]]:
-    """CPU seconds so far of each of `pids`: (user, system)."""
-    return {pid: tuple(psutil.Process(pid).cpu_times()[:2]) for pid in pids}  # type: ignore[misc]
-
-
 def cpu_per_request(
     server: Any, wrk: Wrk, lines: Path, seconds: float, backend: str
 ) -> tuple[str, float, float]:
@@ -134,9 +130,9 @@ def cpu_per_request(
     wrk.run(server.base_url, Load(script="me", connections=16, duration=3, threads=1, lines=lines))
     workers = server.worker_pids()
     database = postgres_pids() if backend == "postgresql" else []
-    before, before_db = kernel_split(workers), cpu_seconds(database)
+    before, before_db = cpu_times(workers), cpu_seconds(database)
     result = wrk.run(server.base_url, load)
-    after, after_db = kernel_split(workers), cpu_seconds(database)
+    after, after_db = cpu_times(workers), cpu_seconds(database)
     answers = result.rps * seconds
     user, system = (sum(after[p][i] - before[p][i] for p in workers) for i in (0, 1))
     used_db = sum(after_db[p] - before_db[p] for p in database if p in after_db)

@@ -217,16 +217,21 @@ def _guests(times: Any) -> float:
     return getattr(times, "guest", 0.0) + getattr(times, "guest_nice", 0.0)
 
 
-def cpu_seconds(pids: list[int]) -> dict[int, float]:
-    """CPU time (user + system) used so far by each of `pids` (0 for a process gone)."""
+def cpu_times(pids: list[int]) -> dict[int, tuple[float, float]]:
+    """CPU time used so far by each of `pids`: (user, system); (0, 0) for a process gone."""
     result = {}
     for pid in pids:
         try:
             times = psutil.Process(pid).cpu_times()
-            result[pid] = times.user + times.system
+            result[pid] = (times.user, times.system)
         except psutil.NoSuchProcess:
-            result[pid] = 0.0
+            result[pid] = (0.0, 0.0)
     return result
+
+
+def cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """CPU time (user + system) used so far by each of `pids` (0 for a process gone)."""
+    return {pid: user + system for pid, (user, system) in cpu_times(pids).items()}
 
 
 def wait_idle(pid: int, *, cores: float = 0.1, window: float = 0.5, timeout: float = 60.0) -> float:
