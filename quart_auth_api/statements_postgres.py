@@ -47,10 +47,10 @@ class PostgresStatements(Statements):
         self.batchers: dict[int, Batcher] = {}
 
     async def one(self, statement: Executable, values: Mapping[str, Any]) -> Any | None:
-        compiled = self.compiled(statement)
         batcher = self.batchers.get(id(statement))
         if batcher is None:  # the compiled entry keeps the statement, so its id stays its own
-            batcher = self.batchers[id(statement)] = Batcher(self, compiled)
+            batcher = self.batchers[id(statement)] = Batcher(self, self.compiled(statement))
+        compiled = batcher.compiled
         async with asyncio.timeout(self.deadline):  # waiting for a read on its way included
             return compiled.one(await batcher.read(compiled.parameters(values)))
 
@@ -138,6 +138,7 @@ class Batcher:
 
     def __init__(self, statements: PostgresStatements, compiled: Compiled) -> None:
         self.statements = statements
+        self.compiled = compiled
         self.sql = compiled.sql
         self.batched_sql = batched_sql(compiled, statements.engine.dialect)
         #: A read of the statement is on its way: the reads that arrive now wait.
